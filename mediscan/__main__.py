@@ -1,0 +1,3 @@
+from mediscan.cli import app
+
+app(prog_name="mediscan")
