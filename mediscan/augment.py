@@ -1,0 +1,178 @@
+"""Batched, seeded augmentation on the training device: one affine warp and a few photometric ops per batch."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges of the random transforms; zero or (1, 1) switches a transform off."""
+
+    rotate: float = 0.0  # max degrees
+    scale: tuple[float, float] = (1.0, 1.0)  # zoom range (<1 zooms out: wider margins)
+    aspect: tuple[float, float] = (1.0, 1.0)  # x/y stretch range
+    shear: float = 0.0  # max degrees
+    translate: float = 0.0  # max fraction of the side
+    hflip: float = 0.0  # probability
+    vflip: float = 0.0  # probability
+    fill: str = "zeros"  # grid_sample padding mode: zeros | border (Keras' "nearest")
+    gamma: tuple[float, float] = (1.0, 1.0)
+    contrast: tuple[float, float] = (1.0, 1.0)
+    brightness: float = 0.0  # max additive shift
+    bias_field: float = 0.0  # max log-amplitude of a smooth multiplicative field
+    blur: float = 0.0  # max Gaussian sigma in pixels
+    noise: float = 0.0  # max Rician noise std (image range 0..1)
+    downsample: float = 1.0  # smallest resolution factor
+    p_photometric: float = 0.5  # probability of each photometric op per sample
+
+
+PRESETS: dict[str, AugmentConfig] = {
+    "none": AugmentConfig(),
+    "rotate-flip": AugmentConfig(rotate=30, hflip=0.5),
+    "flips-rotations": AugmentConfig(rotate=15, hflip=0.5, vflip=0.5),
+    "keras-tumor": AugmentConfig(shear=0.2, scale=(0.7, 1.3), translate=0.2, fill="border"),
+    "keras-malaria": AugmentConfig(
+        rotate=20, scale=(0.95, 1.05), translate=0.05, shear=0.05, hflip=0.5, fill="border"
+    ),
+    "demo": AugmentConfig(
+        rotate=15, scale=(0.9, 1.1), translate=0.05, hflip=0.5, gamma=(0.8, 1.25),
+        contrast=(0.85, 1.15), p_photometric=0.3,
+    ),
+    "strong": AugmentConfig(
+        rotate=20, scale=(0.75, 1.15), aspect=(0.85, 1.18), shear=8, translate=0.1, hflip=0.5,
+        gamma=(0.6, 1.6), contrast=(0.7, 1.3), brightness=0.08, bias_field=0.4, blur=1.2,
+        noise=0.05, downsample=0.4, p_photometric=0.35,
+    ),
+}
+
+
+def get_preset(name: str) -> AugmentConfig:
+    """A named augmentation preset; the error lists the valid names."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown augmentation preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+class BatchAugment:
+    """Random per-sample transforms applied to a whole float batch (N, C, H, W, range 0..1) at once."""
+
+    def __init__(self, config: AugmentConfig | str, seed: int = 0) -> None:
+        self.config = get_preset(config) if isinstance(config, str) else config
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _uniform(self, n: int, low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, generator=self.generator)
+
+    def _chance(self, n: int, p: float) -> torch.Tensor:
+        return torch.rand(n, generator=self.generator) < p
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = self._affine(batch)
+        for op in (self._bias_field, self._gamma_contrast, self._blur, self._downsample, self._noise):
+            batch = op(batch)
+        return batch.clamp_(0.0, 1.0)
+
+    def _affine_matrices(self, n: int) -> torch.Tensor:
+        """Inverse sampling matrices (N, 2, 3) for affine_grid in normalised coordinates."""
+        c = self.config
+        angle = torch.deg2rad(self._uniform(n, -c.rotate, c.rotate))
+        shear = torch.deg2rad(self._uniform(n, -c.shear, c.shear))
+        zoom = torch.exp(self._uniform(n, math.log(c.scale[0]), math.log(c.scale[1])))
+        aspect = torch.exp(self._uniform(n, math.log(c.aspect[0]), math.log(c.aspect[1])))
+        sx = torch.where(self._chance(n, c.hflip), -1.0, 1.0) / (zoom * aspect.sqrt())
+        sy = torch.where(self._chance(n, c.vflip), -1.0, 1.0) / (zoom / aspect.sqrt())
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = cos * sx
+        theta[:, 0, 1] = (-sin + torch.tan(shear) * cos) * sy
+        theta[:, 1, 0] = sin * sx
+        theta[:, 1, 1] = cos * sy
+        theta[:, :, 2] = self._uniform(2 * n, -2 * c.translate, 2 * c.translate).view(n, 2)
+        return theta
+
+    def _affine(self, batch: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if not (c.rotate or c.shear or c.translate or c.hflip or c.vflip or c.scale != (1, 1)
+                or c.aspect != (1, 1)):
+            return batch
+        theta = self._affine_matrices(batch.shape[0]).to(batch.device, batch.dtype)
+        grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+        return F.grid_sample(batch, grid, mode="bilinear", padding_mode=c.fill, align_corners=False)
+
+    def _per_sample(self, values: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        return values.to(batch.device, batch.dtype).view(-1, 1, 1, 1)
+
+    def _masked(self, batch: torch.Tensor, changed: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.where(self._per_sample(mask, batch) > 0, changed, batch)
+
+    def _gamma_contrast(self, batch: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        n = batch.shape[0]
+        if c.gamma == (1, 1) and c.contrast == (1, 1) and not c.brightness:
+            return batch
+        gamma = torch.exp(self._uniform(n, math.log(c.gamma[0]), math.log(c.gamma[1])))
+        gamma = torch.where(self._chance(n, c.p_photometric), gamma, 1.0)
+        contrast = torch.where(self._chance(n, c.p_photometric),
+                               self._uniform(n, *c.contrast), 1.0)
+        shift = torch.where(self._chance(n, c.p_photometric),
+                            self._uniform(n, -c.brightness, c.brightness), 0.0)
+        out = batch.clamp(min=0).pow(self._per_sample(gamma, batch))
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        return (out - mean) * self._per_sample(contrast, batch) + mean + self._per_sample(shift, batch)
+
+    def _bias_field(self, batch: torch.Tensor) -> torch.Tensor:
+        """Smooth multiplicative field exp(quadratic polynomial), as MRI coil inhomogeneity."""
+        if not self.config.bias_field:
+            return batch
+        n, _, h, w = batch.shape
+        amp = self.config.bias_field
+        coeffs = self._uniform(6 * n, -amp, amp).view(n, 6)
+        coeffs[~self._chance(n, self.config.p_photometric)] = 0.0
+        y, x = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        basis = torch.stack([torch.ones_like(x), x, y, x * y, x * x, y * y])  # (6, H, W)
+        log_field = torch.einsum("nk,khw->nhw", coeffs, basis).unsqueeze(1)
+        return batch * log_field.exp().to(batch.device, batch.dtype)
+
+    def _blur(self, batch: torch.Tensor) -> torch.Tensor:
+        if not self.config.blur:
+            return batch
+        sigma = float(self._uniform(1, 0.3, self.config.blur))
+        radius = max(1, math.ceil(2 * sigma))
+        offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+        kernel = (kernel / kernel.sum()).to(batch.device, batch.dtype)
+        channels = batch.shape[1]
+        pad = F.pad(batch, (radius, radius, radius, radius), mode="replicate")
+        out = F.conv2d(pad, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
+        out = F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+        return self._masked(batch, out, self._chance(batch.shape[0], self.config.p_photometric))
+
+    def _downsample(self, batch: torch.Tensor) -> torch.Tensor:
+        """Lose resolution: shrink and enlarge again (a low-field or thumbnail image)."""
+        if self.config.downsample >= 1:
+            return batch
+        factor = float(self._uniform(1, self.config.downsample, 1.0))
+        h, w = batch.shape[-2:]
+        small = F.interpolate(batch, size=(max(8, int(h * factor)), max(8, int(w * factor))),
+                              mode="bilinear", antialias=True, align_corners=False)
+        out = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+        return self._masked(batch, out, self._chance(batch.shape[0], self.config.p_photometric))
+
+    def _noise(self, batch: torch.Tensor) -> torch.Tensor:
+        """Rician noise: magnitude of the image plus complex Gaussian noise."""
+        if not self.config.noise:
+            return batch
+        n = batch.shape[0]
+        std = self._uniform(n, 0.0, self.config.noise)
+        std = torch.where(self._chance(n, self.config.p_photometric), std, 0.0)
+        std = self._per_sample(std, batch)
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        noise_gen = torch.Generator(device=batch.device).manual_seed(seed)
+        real = torch.randn(batch.shape, generator=noise_gen, device=batch.device, dtype=batch.dtype)
+        imag = torch.randn(batch.shape, generator=noise_gen, device=batch.device, dtype=batch.dtype)
+        return torch.sqrt((batch + std * real) ** 2 + (std * imag) ** 2)

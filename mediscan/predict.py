@@ -1,0 +1,154 @@
+"""`Classifier`: load a run folder once, predict files, folders or arrays with the bundle's preprocessing."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from mediscan.bundle import load_bundle, read_meta
+from mediscan.data.folders import Skipped
+from mediscan.data.readers import ImageReadError, looks_like_image, read_image
+from mediscan.inference import batched_logits, pick_device
+from mediscan.transforms import Preprocess
+
+DEFAULT_ABSTAIN_BELOW = 0.0
+
+
+@dataclass
+class Prediction:
+    """One image's result; `uncertain` when the top probability is below the abstain threshold."""
+
+    source: str
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+    uncertain: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def sentence(self) -> str:
+        """The seed tutorial's phrasing, with mediscan's uncertainty flag."""
+        flag = " (uncertain: below the confidence threshold)" if self.uncertain else ""
+        return f"There's {100 * self.probability:.2f} percent probability that the image shows {self.label}{flag}"
+
+
+@dataclass
+class PredictionBatch:
+    """Predictions plus the inputs that could not be read (reported, never fatal)."""
+
+    predictions: list[Prediction] = field(default_factory=list)
+    failures: list[Skipped] = field(default_factory=list)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of logits / temperature."""
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skipped]]:
+    """Files as given, folders searched recursively for images (hidden entries skipped)."""
+    files, skipped = [], []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            for path in sorted(p for p in item.rglob("*") if p.is_file()):
+                hidden = any(part.startswith(".") for part in path.relative_to(item).parts)
+                if hidden:
+                    skipped.append(Skipped(path, "hidden"))
+                elif looks_like_image(path):
+                    files.append(path)
+                else:
+                    skipped.append(Skipped(path, f"not an image ({path.suffix or 'no extension'})"))
+        elif item.exists():
+            files.append(item)
+        else:
+            skipped.append(Skipped(item, "no such file or folder"))
+    return files, skipped
+
+
+class Classifier:
+    """A trained model with its preprocessing, classes and calibration, ready to predict."""
+
+    def __init__(self, model, meta: dict, *, device=None, backend: str = "torch",
+                 abstain_below: float | None = None) -> None:
+        self.model, self.meta, self.backend = model, meta, backend
+        self.device = pick_device(device) if model is not None else None
+        self.classes: list[str] = list(meta["classes"])
+        self.preprocess = Preprocess.from_dict(meta["preprocess"])
+        self.temperature = float(meta.get("temperature") or 1.0)
+        self.abstain_below = DEFAULT_ABSTAIN_BELOW if abstain_below is None else abstain_below
+        self.onnx = None
+
+    @classmethod
+    def load(cls, run_dir: str | Path, *, device: str | None = None, backend: str = "torch",
+             abstain_below: float | None = None) -> Classifier:
+        """Load a run folder (model.safetensors + model.json) for the torch or onnx backend."""
+        run_dir = Path(run_dir)
+        if backend == "onnx":
+            from mediscan.export import OnnxBackend
+
+            classifier = cls(None, read_meta(run_dir), backend="onnx", abstain_below=abstain_below)
+            classifier.onnx = OnnxBackend(run_dir / "model.onnx")
+            return classifier
+        if backend != "torch":
+            raise ValueError(f"unknown backend {backend!r}; choose torch or onnx")
+        model, meta = load_bundle(run_dir, device=pick_device(device))
+        return cls(model, meta, device=device, abstain_below=abstain_below)
+
+    def logits_batch(self, images: np.ndarray) -> np.ndarray:
+        """Raw logits for preprocessed uint8 images N x C x S x S."""
+        if self.onnx is not None:
+            return self.onnx.logits_batch(images)
+        return batched_logits(self.model, images, mean=self.meta["mean"], std=self.meta["std"],
+                              device=self.device, tta=bool(self.meta.get("tta")))
+
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities for preprocessed uint8 images N x C x S x S."""
+        return softmax(self.logits_batch(images), self.temperature)
+
+    def _prediction(self, source: str, probs: np.ndarray) -> Prediction:
+        top = int(probs.argmax())
+        return Prediction(source, self.classes[top], float(probs[top]),
+                          {c: float(p) for c, p in zip(self.classes, probs)},
+                          bool(probs[top] < self.abstain_below))
+
+    def predict_arrays(self, images: Sequence[np.ndarray], sources: Sequence[str]) -> list[Prediction]:
+        """Predict decoded images (uint8 HxW or HxWx3) in one batch."""
+        if not len(images):
+            return []
+        batch = np.stack([self.preprocess(image) for image in images])
+        return [self._prediction(s, p) for s, p in zip(sources, self.predict_batch(batch))]
+
+    def predict_files(self, inputs: Iterable[str | Path], *, batch_size: int = 64) -> PredictionBatch:
+        """Predict files and folders; unreadable inputs are collected, the rest still predicted."""
+        files, failures = expand_inputs(inputs)
+        result = PredictionBatch(failures=failures)
+        for start in range(0, len(files), batch_size):
+            images, sources = [], []
+            for path in files[start:start + batch_size]:
+                try:
+                    images.append(read_image(path))
+                    sources.append(str(path))
+                except ImageReadError as error:
+                    result.failures.append(Skipped(path, error.reason))
+            result.predictions.extend(self.predict_arrays(images, sources))
+        return result
+
+    def predict(self, inputs) -> list[Prediction]:
+        """Predict a path, an array, or a list of either; raises if a single input is unreadable."""
+        if isinstance(inputs, np.ndarray):
+            return self.predict_arrays([inputs], ["array"])
+        items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+        if items and all(isinstance(item, np.ndarray) for item in items):
+            return self.predict_arrays(items, [f"array[{i}]" for i in range(len(items))])
+        result = self.predict_files(items)
+        if result.failures and not result.predictions:
+            first = result.failures[0]
+            raise ImageReadError(first.path, first.reason)
+        return result.predictions

@@ -1,0 +1,104 @@
+"""The training step and epoch: uint8 batches, augmented and normalised on the device."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from mediscan.augment import BatchAugment
+from mediscan.inference import autocast_for
+
+
+@dataclass
+class Budget:
+    """Training progress in 0..1: the larger of steps done and time used."""
+
+    total_steps: int
+    seconds: float | None = None
+    step: int = 0
+    started: float = 0.0
+
+    def start(self) -> None:
+        self.started = self.started or time.perf_counter()
+
+    @property
+    def progress(self) -> float:
+        by_steps = self.step / max(1, self.total_steps)
+        if self.seconds:
+            return max(by_steps, (time.perf_counter() - self.started) / self.seconds)
+        return by_steps
+
+    @property
+    def exhausted(self) -> bool:
+        return self.progress >= 1.0
+
+
+@dataclass
+class BatchPipeline:
+    """Turns uint8 indices into model-ready float batches on the device."""
+
+    images: torch.Tensor  # uint8 (N, C, S, S), on the device or pinned on the host
+    labels: torch.Tensor  # int64 (N,), on the device
+    mean: torch.Tensor  # (1, C, 1, 1) on the device
+    std: torch.Tensor
+    device: torch.device
+    augment: BatchAugment | None = None
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[index.to(self.images.device)].to(self.device, non_blocking=True)
+        x = x.float().div_(255.0)
+        if self.augment is not None:
+            x = self.augment(x)
+        x = (x - self.mean) / self.std
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, self.labels[index.to(self.labels.device)]
+
+
+def epoch_order(labels: torch.Tensor, *, balance: str, generator: torch.Generator) -> torch.Tensor:
+    """This epoch's sample order: a permutation, or class-balanced draws with replacement."""
+    n = len(labels)
+    if balance != "sampler":
+        return torch.randperm(n, generator=generator)
+    counts = torch.bincount(labels.cpu()).float()
+    weights = (1.0 / counts.clamp(min=1))[labels.cpu()]
+    return torch.multinomial(weights, n, replacement=True, generator=generator)
+
+
+def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
+                    pipeline: BatchPipeline, order: torch.Tensor, *, batch_size: int,
+                    budget: Budget, set_lr: Callable[[float], float],
+                    on_batch: Callable[[int, str], None] = lambda n, status: None) -> dict:
+    """One pass over `order`; returns mean loss, accuracy, images and seconds."""
+    model.train()
+    device = pipeline.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    seen, started = 0, time.perf_counter()
+    for step, start in enumerate(range(0, len(order), batch_size)):
+        index = order[start:start + batch_size]
+        if len(index) < 2 or budget.exhausted:
+            break
+        lr = set_lr(budget.progress)
+        x, y = pipeline.batch(index)
+        with autocast_for(device):
+            logits = model(x)
+            loss = criterion(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        budget.step += 1
+        loss_sum += loss.detach() * len(index)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(index)
+        if step % 10 == 0:
+            on_batch(len(index), f"loss {loss_sum.item() / seen:.3f} lr {lr:.2e}")
+        else:
+            on_batch(len(index), "")
+    seconds = time.perf_counter() - started
+    return {"train_loss": loss_sum.item() / max(1, seen), "train_acc": correct.item() / max(1, seen),
+            "images": seen, "seconds": seconds}

