@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
+import time
+
 import numpy as np
 import torch
 from torch import nn
@@ -50,3 +52,19 @@ def batched_logits(model: nn.Module, images: np.ndarray | torch.Tensor, *, mean,
     if not outputs:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(outputs).numpy()
+
+
+def images_per_second(model: nn.Module, images: np.ndarray, *, mean, std,
+                      device: torch.device | str = "cpu", batch_size: int = 256,
+                      repeats: int = 3) -> float:
+    """Inference throughput on these images (best of `repeats`, after one warm-up pass)."""
+    sample = np.asarray(images[:batch_size])
+    batched_logits(model, sample[:8], mean=mean, std=std, device=device)
+    best = float("inf")
+    for _ in range(repeats):
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        batched_logits(model, sample, mean=mean, std=std, device=device, batch_size=batch_size)
+        best = min(best, time.perf_counter() - started)
+    return len(sample) / best

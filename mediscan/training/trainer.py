@@ -279,8 +279,11 @@ def _announce_failures(prepared: Prepared) -> None:
 def train(data: str | Path, *, recipe: Recipe | str = "default", out: str | Path | None = None,
           device: str | None = None, resume: bool = False, progress: bool = True,
           workers: int | None = None, compile_model: bool = False,
-          cache_dir: Path | None = None, evaluate: bool = True, **overrides) -> Path:
-    """Train a classifier on a folder of labelled images and write a run folder; returns its path."""
+          cache_dir: Path | None = None, evaluate: bool = True, split_from: Path | None = None,
+          **overrides) -> Path:
+    """Train a classifier on a folder of labelled images and write a run folder; returns its path.
+
+    `split_from` reuses another run's split.json (identical splits for comparisons)."""
     run_dir = Path(out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
@@ -292,7 +295,7 @@ def train(data: str | Path, *, recipe: Recipe | str = "default", out: str | Path
         torch_device = torch.device("cuda", dist_info.local_rank)
     torch.manual_seed(recipe.seed)
     (run_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
-    prepared = prepare_data(Path(data), recipe, split_file=run_dir / "split.json" if resume else None,
+    prepared = prepare_data(Path(data), recipe, split_file=run_dir / "split.json" if resume else split_from,
                             workers=workers, progress=progress and dist_info.is_main,
                             cache_dir=cache_dir)
     if dist_info.is_main:

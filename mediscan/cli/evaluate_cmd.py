@@ -1,0 +1,153 @@
+"""`mediscan evaluate`, `mediscan report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from mediscan.cli.common import emit_json, user_errors
+from mediscan.progress import console
+
+
+def _fmt(entry: dict | None) -> str:
+    if not entry or entry.get("value") is None:
+        return "-"
+    ci = entry.get("ci")
+    return f"{entry['value']:.4f}" + (f" ({ci[0]:.4f}-{ci[1]:.4f})" if ci else "")
+
+
+def print_metrics(title: str, metrics: dict) -> None:
+    """Headline metrics with CIs and the per-class table, for people."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value (95% CI)")
+    for name, entry in metrics["headline"].items():
+        table.add_row(name, _fmt(entry))
+    console.print(table)
+    per_class = Table(title="per class")
+    for column in ("class", "sensitivity", "specificity", "precision", "F1", "AUC", "n"):
+        per_class.add_column(column)
+    for name, row in metrics["per_class"].items():
+        auc = row.get("roc_auc")
+        per_class.add_row(name, f"{row['recall']:.4f}", f"{row['specificity']:.4f}",
+                          f"{row['precision']:.4f}", f"{row['f1']:.4f}",
+                          "-" if auc is None else f"{auc:.4f}", str(row["support"]))
+    console.print(per_class)
+
+
+def evaluate(
+    run: Path = typer.Argument(..., help="Run folder."),
+    data: Optional[Path] = typer.Argument(None, help="Another data set (default: the run's test split)."),
+    map_: Optional[List[str]] = typer.Option(
+        None, "--map", help="Map model classes to the data's, e.g. 'glioma,meningioma,pituitary=yes'."),
+    map_file: Optional[Path] = typer.Option(None, help="A file of mapping lines 'a,b=x'."),
+    name: Optional[str] = typer.Option(None, help="Name of this evaluation (default: the folder name)."),
+    resamples: int = typer.Option(1000, help="Bootstrap resamples for the confidence intervals."),
+    device: Optional[str] = typer.Option(None),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Metrics with 95% confidence intervals, confusion matrix, ROC, calibration, worst errors."""
+    from mediscan.evaluation.runner import evaluate_external, evaluate_run
+
+    specs = list(map_ or [])
+    if map_file is not None:
+        specs += [line.strip() for line in map_file.read_text().splitlines() if line.strip()]
+    with user_errors():
+        if data is None:
+            result = evaluate_run(run, device=device, progress=progress, n_resamples=resamples)
+        else:
+            result = evaluate_external(run, data, mapping_specs=specs, name=name, device=device,
+                                       progress=progress, n_resamples=resamples)
+    if json_out:
+        emit_json(result)
+        return
+    if result:
+        print_metrics(f"{run} on {data or 'its test split'}", result.get("metrics") or result["test"])
+        console.print(f"report: {Path(run) / 'report.html'}")
+
+
+def robustness(
+    run: Path = typer.Argument(..., help="Run folder."),
+    data: Optional[Path] = typer.Argument(None, help="Data set with the model's classes (default: test split)."),
+    corruptions: Optional[str] = typer.Option(None, help="Comma-separated subset (default: all)."),
+    severities: str = typer.Option("1,2,3,4,5", help="Comma-separated severities 1..5."),
+    seed: int = typer.Option(0, help="Seed of the random corruptions."),
+    device: Optional[str] = typer.Option(None),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Accuracy under noise, blur, ghosting, contrast, JPEG, bias field... at five severities."""
+    from mediscan.evaluation.robustness_suite import run_robustness
+
+    with user_errors():
+        result = run_robustness(
+            run, data, corruptions=corruptions.split(",") if corruptions else None,
+            severities=[int(s) for s in severities.split(",")], seed=seed, device=device,
+            progress=progress)
+    if json_out:
+        emit_json(result)
+        return
+    table = Table(title=f"accuracy under corruption (clean {result['clean_accuracy']:.4f})")
+    table.add_column("corruption")
+    for severity in result["severities"]:
+        table.add_column(f"sev {severity}")
+    for name, entry in result["corruptions"].items():
+        table.add_row(name, *(f"{a:.4f}" for a in entry["accuracy"]))
+    console.print(table)
+    console.print(f"robustness score (mean corrupted / clean accuracy): {result['score']:.4f}")
+
+
+def compare(
+    data: Path = typer.Argument(..., help="Data set (class folders or Training/Testing)."),
+    models: str = typer.Option("seed_cnn,resnet18,efficientnet_lite0", help="Comma-separated names."),
+    out: Path = typer.Option(Path("runs/compare"), help="Comparison folder (re-run to resume)."),
+    recipe: str = typer.Option("default", help="Recipe shared by all models."),
+    epochs: Optional[int] = typer.Option(None),
+    seed: int = typer.Option(0),
+    robustness_check: bool = typer.Option(True, "--robustness/--no-robustness"),
+    device: Optional[str] = typer.Option(None),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Train several architectures on one identical split and seed; table, chart, McNemar tests."""
+    from mediscan.evaluation.compare import compare_models
+
+    with user_errors():
+        result = compare_models(data, [m.strip() for m in models.split(",") if m.strip()], out=out,
+                                recipe=recipe, device=device, robustness=robustness_check,
+                                progress=progress, epochs=epochs, seed=seed)
+    if json_out:
+        emit_json(result)
+        return
+    table = Table(title="architecture comparison (identical split and seed)")
+    for column in ("model", "accuracy (95% CI)", "macro F1", "AUC", "ECE", "params", "train s",
+                   "img/s", "robustness"):
+        table.add_column(column)
+    for row in result["rows"]:
+        table.add_row(row["name"], _fmt(row["accuracy"]), _fmt(row["macro_f1"]),
+                      _fmt(row["macro_auc"]), f"{row['ece']:.4f}" if row["ece"] is not None else "-",
+                      f"{row['params']:,}", f"{row['train_seconds']:.0f}",
+                      f"{row['images_per_second']:.0f}",
+                      f"{row['robustness_score']:.3f}" if "robustness_score" in row else "-")
+    console.print(table)
+    console.print(f"report: {out / 'report.html'}")
+
+
+def report(run: Path = typer.Argument(..., help="Run folder.")) -> None:
+    """(Re)write the run's self-contained report.html."""
+    from mediscan.evaluation.runner import refresh_report
+
+    with user_errors():
+        refresh_report(run)
+    console.print(f"report: {Path(run) / 'report.html'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(evaluate)
+    app.command()(robustness)
+    app.command()(compare)
+    app.command()(report)

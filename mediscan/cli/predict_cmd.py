@@ -1,0 +1,68 @@
+"""`mediscan predict RUN FILES...`."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mediscan.cli.common import emit_json, user_errors
+from mediscan.progress import console
+
+
+def _write_csv(batch, classes: list[str]) -> None:
+    writer = csv.writer(sys.stdout)
+    writer.writerow(["file", "label", "probability", "uncertain", *classes])
+    for p in batch.predictions:
+        writer.writerow([p.source, p.label, f"{p.probability:.6f}", int(p.uncertain),
+                         *(f"{p.probabilities[c]:.6f}" for c in classes)])
+
+
+def _print_table(batch) -> None:
+    width = max((len(p.source) for p in batch.predictions), default=10)
+    for p in batch.predictions:
+        flag = "  [yellow]uncertain[/yellow]" if p.uncertain else ""
+        console.print(f"{p.source:<{width}}  {p.label:<12} {100 * p.probability:5.1f}%{flag}",
+                      highlight=False)
+
+
+def predict(
+    run: Path = typer.Argument(..., help="Run folder written by `mediscan train`."),
+    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    csv_out: bool = typer.Option(False, "--csv", help="Print CSV."),
+    cam: Optional[Path] = typer.Option(None, help="Write Grad-CAM overlays into this folder."),
+    backend: str = typer.Option("torch", help="torch or onnx (run `mediscan export RUN --onnx` first)."),
+    abstain_below: Optional[float] = typer.Option(
+        None, help="Mark predictions whose top probability is below P as uncertain."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or mps."),
+) -> None:
+    """Predict the class of each image; unreadable files are reported at the end."""
+    from mediscan.predict import Classifier
+
+    with user_errors():
+        classifier = Classifier.load(run, device=device, backend=backend,
+                                     abstain_below=abstain_below)
+        batch = classifier.predict_files(inputs)
+        if cam is not None:
+            from mediscan.explain import save_overlays
+
+            save_overlays(classifier, [Path(p.source) for p in batch.predictions], cam)
+    if json_out:
+        emit_json({"predictions": [p.to_dict() for p in batch.predictions],
+                   "failures": [{"path": str(f.path), "reason": f.reason} for f in batch.failures]})
+    elif csv_out:
+        _write_csv(batch, classifier.classes)
+    else:
+        _print_table(batch)
+    for failure in batch.failures:
+        console.print(f"[yellow]skipped[/yellow] {failure.path}: {failure.reason}", highlight=False)
+    if not batch.predictions:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(predict)

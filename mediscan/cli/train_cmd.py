@@ -1,0 +1,136 @@
+"""`mediscan models`, `mediscan train`, `mediscan demo`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from mediscan.cli.common import emit_json, parse_duration, user_errors
+from mediscan.progress import console
+
+
+def models(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the registered models with parameter counts and default input sizes."""
+    from mediscan.models import count_parameters, create_model, list_models
+
+    rows = [{**cfg.to_dict(), "params": count_parameters(create_model(cfg.name, 4))}
+            for cfg in list_models()]
+    if json_out:
+        emit_json(rows)
+        return
+    table = Table(title="mediscan models (parameters with a 4-class head)")
+    for column in ("name", "params", "input", "pretrained weights", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], f"{row['params']:,}", f"{row['input_size']}px",
+                      row["pretrained_source"] or "-", row["description"])
+    console.print(table)
+    console.print("Any timm model also works by name: --model timm/<name>")
+
+
+def _headline(run_dir: Path) -> dict:
+    metrics_file = run_dir / "metrics.json"
+    meta = json.loads((run_dir / "model.json").read_text())
+    summary = {"run": str(run_dir), "model": meta["model"], "classes": meta["classes"],
+               "train_seconds": meta["train_seconds"], "best_epoch": meta["best_epoch"]}
+    if metrics_file.exists():
+        headline = json.loads(metrics_file.read_text()).get("test", {}).get("headline", {})
+        summary["test_accuracy"] = headline.get("accuracy")
+        summary["test_balanced_accuracy"] = headline.get("balanced_accuracy")
+    return summary
+
+
+def _print_headline(summary: dict) -> None:
+    acc = summary.get("test_accuracy")
+    text = f"test accuracy {acc['value']:.4f} (95% CI {acc['ci'][0]:.4f}-{acc['ci'][1]:.4f})" \
+        if isinstance(acc, dict) else "no test split evaluated"
+    console.print(f"[green]done[/green]: {summary['run']} | {summary['model']} | {text} | "
+                  f"trained in {summary['train_seconds']:.0f}s (best epoch {summary['best_epoch']})")
+
+
+def train(
+    data: Path = typer.Argument(..., help="Folder of class folders (or Training/Testing, train/val/test, .npz)."),
+    model: Optional[str] = typer.Option(None, help="Model name (see `mediscan models`)."),
+    recipe: str = typer.Option("default", help="Named recipe, e.g. default, cpu, tutorial-cnn."),
+    out: Optional[Path] = typer.Option(None, help="Run folder to write (default runs/<time>)."),
+    epochs: Optional[int] = typer.Option(None, help="Override the recipe's epochs."),
+    batch_size: Optional[int] = typer.Option(None, help="Override the batch size."),
+    lr: Optional[float] = typer.Option(None, help="Override the peak learning rate."),
+    input_size: Optional[int] = typer.Option(None, help="Override the input size in pixels."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet weights."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (split, init, augmentation)."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping patience in epochs."),
+    time_budget: Optional[str] = typer.Option(None, help="Fit training into a budget, e.g. 10m."),
+    balance: Optional[str] = typer.Option(None, help="none | weights | sampler."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (h-flip)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 or mps (default: best available)."),
+    resume: bool = typer.Option(False, help="Continue the interrupted run in --out."),
+    workers: Optional[int] = typer.Option(None, help="Decoding processes."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Train a classifier and write a self-describing run folder."""
+    from mediscan.training.trainer import train as train_run
+
+    if resume and out is None:
+        raise typer.BadParameter("--resume needs --out RUN (the run folder to continue)")
+    with user_errors():
+        run_dir = train_run(
+            data, recipe=recipe, out=out, device=device, resume=resume, progress=progress,
+            workers=workers, compile_model=compile_model, model=model, epochs=epochs,
+            batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
+            patience=patience, time_budget=parse_duration(time_budget), balance=balance, tta=tta,
+        )
+    summary = _headline(run_dir)
+    emit_json(summary) if json_out else _print_headline(summary)
+
+
+NEXT_STEPS = """
+Next, try:
+  mediscan predict {run} {example}        # one image -> class and probability
+  mediscan evaluate {run}                 # metrics with confidence intervals
+  mediscan explain {run} {example}        # Grad-CAM: where the model looked
+  mediscan serve {run}                    # REST API + web page on http://127.0.0.1:8000
+  mediscan inspect YOUR_DATA              # duplicates, leakage, broken files
+  mediscan train YOUR_DATA --out runs/mine
+Report: {run}/report.html
+"""
+
+
+def demo(
+    out: Path = typer.Option(Path("mediscan-demo"), help="Where to put the phantom data and the run."),
+    n: int = typer.Option(2000, help="Number of phantom images."),
+    epochs: Optional[int] = typer.Option(None, help="Override the demo recipe's epochs."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or mps."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Generate a synthetic brain-MRI phantom, train, evaluate and write a report."""
+    from mediscan.data.phantom import make_phantom
+    from mediscan.training.trainer import train as train_run
+
+    data = out / "phantom"
+    if not (data / "masses.json").exists():
+        console.print(f"generating {n} phantom brain MRI slices in {data} ...")
+        make_phantom(data, n=n, seed=0)
+    with user_errors():
+        run_dir = train_run(data, recipe="demo", out=out / "run", device=device,
+                            progress=progress, epochs=epochs)
+    summary = _headline(run_dir)
+    if json_out:
+        emit_json(summary)
+        return
+    _print_headline(summary)
+    example = next(iter(sorted((data / "glioma").glob("*.png"))))
+    console.print(NEXT_STEPS.format(run=run_dir, example=example))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(models)
+    app.command()(train)
+    app.command()(demo)

@@ -1,0 +1,126 @@
+"""Calibration: expected calibration error, reliability curves, temperature scaling, abstention.
+
+`calibration_summary(val_logits, val_y, test_logits, test_y)` returns the block the run's
+`metrics.json` stores under "calibration"::
+
+    {"temperature": 1.7, "n_bins": 15,
+     "ece_before": 0.08, "ece_after": 0.02,          # on the test split
+     "nll_before": 0.41, "nll_after": 0.30,
+     "reliability_before": <reliability_curve>, "reliability_after": <reliability_curve>}
+
+and `selective_prediction` gives the "selective" list:
+`[{"threshold": 0.9, "coverage": 0.8, "accuracy": 0.99, "n_kept": 80}, ...]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+
+from mediscan.evaluation.metrics import check_inputs
+
+DEFAULT_THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def _bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
+    """Equal-width bins (lo, hi] over [0, 1]; a confidence of 0 falls in the first bin."""
+    return np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+
+
+def reliability_curve(probs, y_true, n_bins: int = 15) -> dict:
+    """Top-label reliability diagram data (`sklearn.calibration.calibration_curve` for the
+    top label, uniform bins): bin centres, accuracy, mean confidence and counts per bin.
+    Empty bins have accuracy and confidence None."""
+    y, p = check_inputs(y_true, probs)
+    confidence = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    bins = _bin_index(confidence, n_bins)
+    counts = np.bincount(bins, minlength=n_bins)
+    acc_sum = np.bincount(bins, weights=correct, minlength=n_bins)
+    conf_sum = np.bincount(bins, weights=confidence, minlength=n_bins)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    nonempty = counts > 0
+    accuracy = np.divide(acc_sum, counts, out=np.zeros(n_bins), where=nonempty)
+    mean_conf = np.divide(conf_sum, counts, out=np.zeros(n_bins), where=nonempty)
+    gaps = np.abs(accuracy - mean_conf) * counts / len(y)
+    return {
+        "n_bins": int(n_bins),
+        "bin_edges": edges.tolist(),
+        "bin_centers": ((edges[:-1] + edges[1:]) / 2).tolist(),
+        "accuracy": [float(a) if ok else None for a, ok in zip(accuracy, nonempty)],
+        "confidence": [float(c) if ok else None for c, ok in zip(mean_conf, nonempty)],
+        "counts": counts.astype(int).tolist(),
+        "ece": float(gaps.sum()),
+        "n": len(y),
+    }
+
+
+def expected_calibration_error(probs, y_true, n_bins: int = 15) -> float:
+    """Top-label ECE with equal-width bins: sum_b |acc_b - conf_b| * n_b / N (Guo et al. 2017)."""
+    return reliability_curve(probs, y_true, n_bins)["ece"]
+
+
+def negative_log_likelihood(logits, y_true, temperature: float = 1.0) -> float:
+    """Mean cross-entropy of softmax(logits / T) (`sklearn.metrics.log_loss` on those probs)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    y = np.asarray(y_true, dtype=np.int64)
+    return float(-log_softmax(z, axis=1)[np.arange(len(y)), y].mean())
+
+
+def fit_temperature(logits, y_true) -> float:
+    """Temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al. 2017), found by
+    `scipy.optimize.minimize_scalar` (bounded) on log T."""
+    z, y = np.asarray(logits, dtype=np.float64), np.asarray(y_true, dtype=np.int64)
+    check_inputs(y, z)
+    lo, hi = np.log(TEMPERATURE_BOUNDS)
+    res = minimize_scalar(lambda log_t: negative_log_likelihood(z, y, float(np.exp(log_t))),
+                          bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(res.x))
+
+
+def apply_temperature(logits, temperature: float) -> np.ndarray:
+    """softmax(logits / T) (`scipy.special.softmax`)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+
+
+def selective_prediction(
+    probs, y_true, thresholds: Sequence[float] = DEFAULT_THRESHOLDS
+) -> list[dict]:
+    """Coverage and accuracy when predictions with top probability below each threshold abstain."""
+    y, p = check_inputs(y_true, probs)
+    confidence = p.max(axis=1)
+    correct = p.argmax(axis=1) == y
+    rows = []
+    for t in thresholds:
+        kept = confidence >= t
+        n_kept = int(kept.sum())
+        rows.append({
+            "threshold": float(t),
+            "coverage": n_kept / len(y),
+            "accuracy": float(correct[kept].mean()) if n_kept else None,
+            "n_kept": n_kept,
+        })
+    return rows
+
+
+def calibration_summary(val_logits, val_y, test_logits, test_y, n_bins: int = 15) -> dict:
+    """Fit T on validation logits; ECE, NLL and reliability curves on test before and after."""
+    t = fit_temperature(val_logits, val_y)
+    before = reliability_curve(apply_temperature(test_logits, 1.0), test_y, n_bins)
+    after = reliability_curve(apply_temperature(test_logits, t), test_y, n_bins)
+    return {
+        "temperature": t,
+        "n_bins": int(n_bins),
+        "ece_before": before["ece"],
+        "ece_after": after["ece"],
+        "nll_before": negative_log_likelihood(test_logits, test_y, 1.0),
+        "nll_after": negative_log_likelihood(test_logits, test_y, t),
+        "reliability_before": before,
+        "reliability_after": after,
+    }

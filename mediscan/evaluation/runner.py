@@ -1,0 +1,229 @@
+"""Evaluate a run: on its own test split (metrics.json) or on another data set (evaluations/NAME.json)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mediscan.bundle import load_bundle, read_meta
+from mediscan.data.cache import load_images
+from mediscan.data.folders import scan_folder
+from mediscan.evaluation.calibration import calibration_summary, selective_prediction
+from mediscan.evaluation.mapping import map_probabilities, parse_mapping, resolve_target_order
+from mediscan.evaluation.stats import metrics_with_ci
+from mediscan.inference import batched_logits, pick_device
+from mediscan.predict import softmax
+from mediscan.progress import console
+from mediscan.report import plots
+from mediscan.transforms import Preprocess
+
+WORST_ERRORS = 16
+
+
+@dataclass
+class Scored:
+    """Everything needed to write an evaluation: truth, probabilities, and what they refer to."""
+
+    y_true: np.ndarray
+    probs: np.ndarray
+    classes: list[str]
+    sources: list[str]
+    images: np.ndarray  # uint8 N x C x S x S (the preprocessed view the model saw)
+
+
+def _chw_to_hwc(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image).transpose(1, 2, 0)
+    return image[..., 0] if image.shape[-1] == 1 else image
+
+
+def worst_errors(scored: Scored, limit: int = WORST_ERRORS) -> list[int]:
+    """Misclassified samples, most confidently wrong first."""
+    predicted = scored.probs.argmax(1)
+    wrong = np.flatnonzero(predicted != scored.y_true)
+    confidence = scored.probs[wrong, predicted[wrong]]
+    return wrong[np.argsort(-confidence)][:limit].tolist()
+
+
+def write_predictions_csv(path: Path, scored: Scored) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "true", "predicted", "probability", *scored.classes])
+        for source, truth, row in zip(scored.sources, scored.y_true, scored.probs):
+            top = int(row.argmax())
+            writer.writerow([source, scored.classes[truth], scored.classes[top], f"{row[top]:.6f}",
+                             *(f"{p:.6f}" for p in row)])
+
+
+def write_plots(plot_dir: Path, scored: Scored, prefix: str = "") -> list[dict]:
+    """Confusion matrices, ROC, worst-error gallery; returns the listed errors."""
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    metrics_cm = _confusion(scored)
+    plots.plot_confusion(metrics_cm, scored.classes, plot_dir / f"{prefix}confusion.png",
+                         normalized=False)
+    plots.plot_confusion(metrics_cm, scored.classes, plot_dir / f"{prefix}confusion_normalized.png",
+                         normalized=True)
+    plots.plot_roc(scored.y_true, scored.probs, scored.classes, plot_dir / f"{prefix}roc.png")
+    errors = worst_errors(scored)
+    if errors:
+        titles = [f"true {scored.classes[scored.y_true[i]]}\npred "
+                  f"{scored.classes[scored.probs[i].argmax()]} {scored.probs[i].max():.0%}"
+                  for i in errors]
+        plots.plot_gallery([_chw_to_hwc(scored.images[i]) for i in errors], titles,
+                           plot_dir / f"{prefix}worst_errors.png", ncols=4)
+    return [{"file": scored.sources[i], "true": scored.classes[scored.y_true[i]],
+             "predicted": scored.classes[int(scored.probs[i].argmax())],
+             "probability": float(scored.probs[i].max())} for i in errors]
+
+
+def _confusion(scored: Scored) -> np.ndarray:
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(scored.y_true, scored.probs.argmax(1),
+                            labels=list(range(len(scored.classes))))
+
+
+def score_metrics(scored: Scored, *, n_resamples: int, seed: int = 0) -> dict:
+    """Metrics with bootstrap intervals plus the selective-prediction curve."""
+    result = metrics_with_ci(scored.y_true, scored.probs, scored.classes,
+                             n_resamples=n_resamples, seed=seed)
+    result["selective"] = selective_prediction(scored.probs, scored.y_true)
+    return result
+
+
+def _model_and_meta(run_dir: Path, model, device):
+    if model is not None:
+        return model, read_meta(run_dir)
+    return load_bundle(run_dir, device=device)
+
+
+def load_run_data(run_dir: Path, meta: dict, *, workers: int | None = None,
+                  progress: bool = True):
+    """The run's data set, decoded with its preprocessing and split by its split.json."""
+    from mediscan.training.recipes import Recipe
+    from mediscan.training.trainer import prepare_data
+
+    root = Path(meta["data"]["root"])
+    if not root.exists():
+        raise ValueError(f"{run_dir}: its training data {root} is not on this machine; evaluate "
+                         "on a folder you have instead: mediscan evaluate RUN DATA")
+    return prepare_data(root, Recipe.from_dict(meta["recipe"]), split_file=Path(run_dir) / "split.json",
+                        workers=workers, progress=progress)
+
+
+def _split_logits(model, meta: dict, prepared, name: str, device):
+    index = np.sort(prepared.indices[name])
+    logits = batched_logits(model, prepared.decoded.images[index], mean=meta["mean"],
+                            std=meta["std"], device=device, tta=bool(meta.get("tta")))
+    return logits, prepared.folder.labels[index], index
+
+
+def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progress: bool = True,
+                 n_resamples: int = 1000, workers: int | None = None) -> dict:
+    """Score the run's own test split; writes metrics.json, predictions.csv, plots and the report."""
+    run_dir, device = Path(run_dir), pick_device(device)
+    model, meta = _model_and_meta(run_dir, model, device)
+    prepared = prepared or load_run_data(run_dir, meta, workers=workers, progress=progress)
+    test_logits, y_test, test_index = _split_logits(model, meta, prepared, "test", device)
+    if len(y_test) == 0:
+        console.print("[yellow]no test split: nothing to evaluate")
+        return {}
+    scored = Scored(y_test, softmax(test_logits, meta.get("temperature", 1.0)), meta["classes"],
+                    [prepared.folder.samples[i].key for i in test_index],
+                    prepared.decoded.images[test_index])
+    result = {"test": score_metrics(scored, n_resamples=n_resamples)}
+    val_logits, y_val, _ = _split_logits(model, meta, prepared, "val", device)
+    if len(y_val):
+        result["calibration"] = calibration_summary(val_logits, y_val, test_logits, y_test)
+        plots.plot_reliability(result["calibration"]["reliability_before"],
+                               run_dir / "plots" / "reliability.png",
+                               after=result["calibration"]["reliability_after"])
+    result["test"]["worst_errors"] = write_plots(run_dir / "plots", scored)
+    result["split"] = {name: int(len(idx)) for name, idx in prepared.indices.items()}
+    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
+    write_predictions_csv(run_dir / "predictions.csv", scored)
+    refresh_report(run_dir)
+    return result
+
+
+@dataclass
+class External:
+    """Another data set, decoded with a run's preprocessing, its truth in the target classes."""
+
+    images: np.ndarray
+    y_true: np.ndarray
+    keys: list[str]
+    classes: list[str]
+    mapping: dict | None
+    skipped: list
+
+
+def _external_labels(folder, meta: dict, mapping_specs: list[str] | None):
+    """(target classes, truth per sample, the mapping model class -> target class or None)."""
+    if not mapping_specs:
+        missing = sorted(set(folder.classes) - set(meta["classes"]))
+        if missing:
+            raise ValueError(
+                f"{folder.root}: classes {missing} are not classes of the model "
+                f"({', '.join(meta['classes'])}); map them, e.g. --map "
+                "'glioma,meningioma,pituitary=yes' --map 'notumor=no'")
+        index = {c: i for i, c in enumerate(meta["classes"])}
+        return meta["classes"], np.array([index[folder.classes[y]] for y in folder.labels]), None
+    mapping = parse_mapping(mapping_specs, meta["classes"])
+    targets = resolve_target_order(mapping, folder.classes)
+    return list(folder.classes), folder.labels, {src: targets[t] for src, t in mapping.items()}
+
+
+def load_external(data: Path, meta: dict, mapping_specs: list[str] | None, *,
+                  workers: int | None = None, progress: bool = True) -> External:
+    """Scan and decode DATA with the bundle's preprocessing; unreadable files are listed."""
+    folder = scan_folder(data)
+    decoded = load_images(folder, Preprocess.from_dict(meta["preprocess"]), workers=workers,
+                          progress=progress)
+    classes, y_all, mapping = _external_labels(folder, meta, mapping_specs)
+    ok = np.flatnonzero(decoded.ok)
+    return External(np.asarray(decoded.images[ok]), y_all[ok], [folder.samples[i].key for i in ok],
+                    classes, mapping, folder.skipped + decoded.failures)
+
+
+def _slug(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.resolve().name) or "external"
+
+
+def evaluate_external(run_dir: Path, data: Path, *, mapping_specs: list[str] | None = None,
+                      name: str | None = None, device=None, progress: bool = True,
+                      n_resamples: int = 1000, workers: int | None = None) -> dict:
+    """Score a run on another data set (classes mapped if needed); writes evaluations/NAME.json."""
+    run_dir, device = Path(run_dir), pick_device(device)
+    model, meta = load_bundle(run_dir, device=device)
+    ext = load_external(Path(data), meta, mapping_specs, workers=workers, progress=progress)
+    probs = softmax(batched_logits(model, ext.images, mean=meta["mean"], std=meta["std"],
+                                   device=device, tta=bool(meta.get("tta"))),
+                    meta.get("temperature", 1.0))
+    if ext.mapping:
+        probs = map_probabilities(probs, meta["classes"], ext.mapping, ext.classes)
+    scored = Scored(ext.y_true, probs, ext.classes, ext.keys, ext.images)
+    name = name or _slug(Path(data))
+    out_dir = run_dir / "evaluations"
+    result = {"name": name, "data": str(data), "mapping": ext.mapping or {},
+              "metrics": score_metrics(scored, n_resamples=n_resamples),
+              "skipped": [{"path": str(s.path), "reason": s.reason} for s in ext.skipped]}
+    result["metrics"]["worst_errors"] = write_plots(out_dir / name, scored)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
+    write_predictions_csv(out_dir / f"{name}_predictions.csv", scored)
+    refresh_report(run_dir)
+    return result
+
+
+def refresh_report(run_dir: Path) -> None:
+    from mediscan.report.html import render_run_report
+
+    history = run_dir / "history.csv"
+    if history.exists():
+        with open(history) as handle:
+            plots.plot_history(list(csv.DictReader(handle)), run_dir / "plots" / "history.png")
+    render_run_report(run_dir)

@@ -1,0 +1,40 @@
+"""Learning-rate schedules as functions of progress."""
+
+import pytest
+
+from mediscan.training.loop import Budget
+from mediscan.training.schedule import lr_at
+
+
+@pytest.mark.parametrize("schedule,progress,expected", [
+    ("constant", 0.7, 1.0),
+    ("cosine", 0.0, 1.0),
+    ("cosine", 0.5, 0.5),
+    ("cosine", 1.0, 0.0),
+    ("onecycle", 0.0, 0.04),
+    ("onecycle", 0.1, 1.0),
+    ("onecycle", 1.0, 1e-3),
+])
+def test_lr_at(schedule, progress, expected):
+    assert lr_at(progress, base_lr=1.0, schedule=schedule, warmup=0.1) == pytest.approx(expected, abs=1e-9)
+
+
+def test_onecycle_peaks_after_warmup_and_decreases():
+    values = [lr_at(p / 100, base_lr=1.0, schedule="onecycle") for p in range(101)]
+    peak = values.index(max(values))
+    assert peak == 10
+    assert all(a >= b for a, b in zip(values[peak:], values[peak + 1:]))
+
+
+def test_budget_progress_uses_the_larger_of_steps_and_time():
+    budget = Budget(total_steps=100, seconds=1e9)
+    budget.start()
+    budget.step = 50
+    assert budget.progress == pytest.approx(0.5, abs=1e-3)
+    budget.seconds = 1e-9
+    assert budget.exhausted
+
+
+def test_unknown_schedule():
+    with pytest.raises(ValueError, match="onecycle"):
+        lr_at(0.5, base_lr=1.0, schedule="triangle")
