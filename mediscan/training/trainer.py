@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,7 +187,7 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
         std=torch.tensor(prepared.std, device=device).view(1, -1, 1, 1),
         device=device, augment=BatchAugment(recipe.augment, seed=recipe.seed + dist_info.rank),
     )
-    steps_per_epoch = max(1, len(train_index) // dist_info.world_size // recipe.batch_size)
+    steps_per_epoch = max(1, math.ceil(len(train_index) / dist_info.world_size / recipe.batch_size))
     budget = Budget(total_steps=steps_per_epoch * recipe.epochs, seconds=recipe.time_budget,
                     step=state["step"])
     budget.started = time.perf_counter() - state["train_seconds"]

@@ -1,0 +1,100 @@
+"""Stratified, seeded train/val/test splits in which a duplicate group never straddles two splits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+def _group_table(labels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+    """(group ids, each group's majority label, member indices per group)."""
+    ids, inverse = np.unique(groups, return_inverse=True)
+    members = [[] for _ in ids]
+    for i, g in enumerate(inverse):
+        members[g].append(i)
+    majority = np.array([np.bincount(labels[m]).argmax() for m in members])
+    return ids, majority, members
+
+
+def _assign_class(sizes: np.ndarray, fractions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Split index per group of one class: largest groups first, each to the neediest split."""
+    order = rng.permutation(len(sizes))
+    order = order[np.argsort(-sizes[order], kind="stable")]
+    target = fractions * sizes.sum()
+    filled = np.zeros(len(fractions))
+    assignment = np.zeros(len(sizes), dtype=int)
+    needs_one = [k for k in (1, 2) if fractions[k] > 0 and len(sizes) >= 3]
+    for position, g in enumerate(order):
+        reserve = [k for k in needs_one if filled[k] == 0]
+        remaining = len(order) - position
+        if reserve and remaining <= len(reserve):
+            choice = reserve[0]
+        else:
+            choice = int(np.argmax(target - filled - 1e-9 * np.arange(len(fractions))))
+        assignment[g] = choice
+        filled[choice] += sizes[g]
+    return assignment
+
+
+def stratified_split(labels: Sequence[int], *, groups: Sequence[int] | None = None,
+                     fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> dict[str, np.ndarray]:
+    """Indices per split, class proportions kept; all members of a group land in one split."""
+    labels = np.asarray(labels, dtype=np.int64)
+    fractions = np.asarray(fractions, dtype=np.float64)
+    if len(fractions) != 3 or fractions.min() < 0 or not np.isclose(fractions.sum(), 1.0):
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    _, majority, members = _group_table(labels, groups)
+    sizes = np.array([len(m) for m in members])
+    parts: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for label in np.unique(majority):
+        of_class = np.flatnonzero(majority == label)
+        assignment = _assign_class(sizes[of_class], fractions, rng)
+        for g, split_index in zip(of_class, assignment):
+            parts[SPLITS[split_index]].extend(members[g])
+    return {name: np.array(sorted(idx), dtype=np.int64) for name, idx in parts.items()}
+
+
+@dataclass
+class Split:
+    """Which sample keys went to train / val / test, and how; saved as split.json."""
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    seed: int = 0
+    fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    method: str = "stratified"
+
+    @classmethod
+    def from_indices(cls, folder, parts: dict[str, np.ndarray], **info) -> Split:
+        keys = {name: [folder.samples[i].key for i in np.sort(parts[name])] for name in SPLITS}
+        return cls(**keys, **{k: list(v) if isinstance(v, tuple) else v for k, v in info.items()})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Split:
+        return cls(**json.loads(Path(path).read_text()))
+
+    def indices(self, folder) -> dict[str, np.ndarray]:
+        """Sample indices of `folder` per split; an error names keys the folder lacks."""
+        position = {s.key: i for i, s in enumerate(folder.samples)}
+        result = {}
+        for name in SPLITS:
+            keys = getattr(self, name)
+            missing = [k for k in keys if k not in position]
+            if missing:
+                raise ValueError(f"split.json lists {len(missing)} file(s) that are not in "
+                                 f"{folder.root} (e.g. {missing[0]}); the data changed since "
+                                 "the run — train again, or point to the original data")
+            result[name] = np.array(sorted(position[k] for k in keys), dtype=np.int64)
+        return result

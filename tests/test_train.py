@@ -1,0 +1,196 @@
+"""End to end on a small generated data set: train, run folder, predict, evaluate, resume, bad files."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import accuracy_score
+from typer.testing import CliRunner
+
+from mediscan.cli import app
+from mediscan.predict import Classifier
+from mediscan.training.trainer import train
+
+CLASSES = ("circle", "cross", "square")
+FAST = dict(model="resnet18", input_size=40, epochs=20, batch_size=16, lr=3e-3, augment="demo",
+            crop_foreground=False, group_duplicates=False)
+
+
+def shape_image(kind: str, rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    """A bright shape at a random place on a noisy dark background."""
+    img = rng.normal(40, 12, (size, size))
+    r = int(rng.integers(7, 11))
+    cy, cx = rng.integers(r + 2, size - r - 2, 2)
+    yy, xx = np.mgrid[:size, :size]
+    if kind == "circle":
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    elif kind == "square":
+        mask = (abs(yy - cy) <= r) & (abs(xx - cx) <= r)
+    else:
+        mask = ((abs(yy - cy) <= 2) & (abs(xx - cx) <= r)) | ((abs(xx - cx) <= 2) & (abs(yy - cy) <= r))
+    img[mask] = rng.normal(200, 15, mask.sum())
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_shapes(root, n_per_class: int = 60, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for kind in CLASSES:
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            Image.fromarray(shape_image(kind, rng)).save(root / kind / f"{i:03d}.png")
+    return root
+
+
+def add_bad_files(root):
+    """The bad inputs a real folder has; all but the 16-bit PNG and CMYK JPEG must be skipped."""
+    rng = np.random.default_rng(1)
+    good = Image.fromarray(shape_image("circle", rng))
+    good.convert("RGB").save(root / "circle" / "whole.jpg")
+    data = (root / "circle" / "whole.jpg").read_bytes()
+    (root / "circle" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (root / "circle" / "notes.jpg").write_text("this is not an image")
+    (root / "circle" / "empty.png").write_bytes(b"")
+    (root / "circle" / "readme.txt").write_text("labels by Dr X")
+    sixteen = (shape_image("square", rng).astype(np.uint16) * 257)
+    Image.fromarray(sixteen).save(root / "square" / "sixteen.png")
+    Image.fromarray(shape_image("cross", rng)).convert("CMYK").save(root / "cross" / "cmyk.jpg")
+    (root / ".ipynb_checkpoints").mkdir()
+    Image.fromarray(shape_image("cross", rng)).save(root / ".ipynb_checkpoints" / "x.png")
+    (root / "circle" / ".DS_Store").write_bytes(b"\0\1")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = make_shapes(tmp_path_factory.mktemp("shapes") / "data")
+    add_bad_files(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return train(data_dir, recipe="default", out=tmp_path_factory.mktemp("runs") / "shapes",
+                 device="cpu", progress=False, workers=1, cache_dir=cache, **FAST)
+
+
+def test_run_folder_is_complete_and_pickle_free(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    for required in ("model.safetensors", "model.json", "split.json", "history.csv",
+                     "metrics.json", "report.html", "plots", "predictions.csv"):
+        assert required in names
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert path.suffix in {".safetensors", ".json", ".csv", ".png", ".html"}, path
+            assert not path.read_bytes().startswith(b"\x80"), f"{path} looks like a pickle"
+
+
+def test_trained_model_beats_chance_by_far(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert metrics["accuracy"] >= 0.8  # chance is 1/3
+    lo, hi = metrics["headline"]["accuracy"]["ci"]
+    assert lo <= metrics["accuracy"] <= hi
+
+
+def test_metrics_agree_with_predictions_csv_and_sklearn(run_dir):
+    with open(run_dir / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    accuracy = accuracy_score([r["true"] for r in rows], [r["predicted"] for r in rows])
+    metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert metrics["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    assert metrics["n"] == len(rows)
+
+
+def test_bad_files_are_listed_and_never_trained_on(run_dir):
+    meta = json.loads((run_dir / "model.json").read_text())
+    reported = {json.dumps(item) for item in meta["data"]["skipped"] + meta["data"]["unreadable"]}
+    text = "\n".join(reported)
+    for name in ("truncated.jpg", "notes.jpg", "empty.png", "readme.txt", ".ipynb_checkpoints",
+                 ".DS_Store"):
+        assert name in text, f"{name} not reported"
+    split = json.loads((run_dir / "split.json").read_text())
+    used = " ".join(split["train"] + split["val"] + split["test"])
+    assert "sixteen.png" in used and "cmyk.jpg" in used
+    for name in ("truncated.jpg", "notes.jpg", "empty.png", "readme.txt", "x.png"):
+        assert name not in used
+
+
+def test_split_is_stratified_and_recorded(run_dir):
+    split = json.loads((run_dir / "split.json").read_text())
+    sizes = {k: len(split[k]) for k in ("train", "val", "test")}
+    total = sum(sizes.values())
+    assert abs(sizes["train"] / total - 0.8) < 0.05
+    for part in ("val", "test"):
+        classes = {key.split("/")[0] for key in split[part]}
+        assert classes == set(CLASSES)
+
+
+def test_history_and_model_json(run_dir):
+    with open(run_dir / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == FAST["epochs"]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    meta = json.loads((run_dir / "model.json").read_text())
+    assert meta["classes"] == list(CLASSES) and meta["model"] == "resnet18"
+    assert meta["preprocess"]["size"] == 40 and meta["temperature"] > 0
+    assert meta["recipe"]["name"] == "default" and "torch" in meta["versions"]
+
+
+def test_portable_run_folder_predicts_and_evaluates(run_dir, data_dir, tmp_path):
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(run_dir, copy)
+    classifier = Classifier.load(copy, device="cpu")
+    files = sorted((data_dir / "square").glob("0*.png"))[:10]
+    predictions = classifier.predict(files)
+    assert sum(p.label == "square" for p in predictions) >= 8
+    assert abs(sum(predictions[0].probabilities.values()) - 1) < 1e-6
+    result = CliRunner().invoke(app, ["evaluate", str(copy), "--no-progress", "--json",
+                                      "--resamples", "200"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["test"]["accuracy"] >= 0.8
+
+
+def test_predict_cli_reports_bad_files_and_continues(run_dir, data_dir):
+    good = sorted((data_dir / "cross").glob("0*.png"))[:3]
+    bad = data_dir / "circle" / "truncated.jpg"
+    result = CliRunner().invoke(app, ["predict", str(run_dir), *map(str, good), str(bad), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert len(payload["predictions"]) == 3
+    assert payload["failures"][0]["path"].endswith("truncated.jpg")
+    csv_result = CliRunner().invoke(app, ["predict", str(run_dir), str(good[0]), "--csv"])
+    header = csv_result.stdout.splitlines()[0]
+    assert header == "file,label,probability,uncertain,circle,cross,square"
+
+
+def test_predict_accepts_arrays_of_any_mode(run_dir):
+    classifier = Classifier.load(run_dir, device="cpu")
+    grey = shape_image("square", np.random.default_rng(5), size=90)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    a, b = classifier.predict([grey, rgb])
+    assert a.label == b.label
+    assert a.probability == pytest.approx(b.probability, abs=1e-6)
+
+
+def test_resume_continues_where_it_stopped(data_dir, tmp_path):
+    out = tmp_path / "resumable"
+    options = dict(device="cpu", progress=False, workers=1, cache_dir=tmp_path / "c",
+                   evaluate=False, **{**FAST, "epochs": 2})
+    train(data_dir, out=out, **options)
+    first = json.loads((out / "last.json").read_text())
+    assert first["epoch"] == 2
+    train(data_dir, out=out, resume=True, **{**options, "epochs": 3})
+    with open(out / "history.csv") as handle:
+        assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [1, 2, 3]
+
+
+def test_same_seed_same_split_and_losses(data_dir, tmp_path):
+    options = dict(device="cpu", progress=False, workers=1, cache_dir=tmp_path / "c",
+                   evaluate=False, **{**FAST, "epochs": 1})
+    a = train(data_dir, out=tmp_path / "a", **options)
+    b = train(data_dir, out=tmp_path / "b", **options)
+    assert (a / "split.json").read_text() == (b / "split.json").read_text()
+    loss = [next(csv.DictReader(open(run / "history.csv")))["train_loss"] for run in (a, b)]
+    assert float(loss[0]) == pytest.approx(float(loss[1]), rel=1e-4)
