@@ -1,36 +1,56 @@
 """Find labelled images: class folders, Training/Testing or train/val/test layouts, MedMNIST .npz.
 
-Nothing is decoded here (only extension-less files are sniffed for a DICOM preamble), so a
-scan of 100,000 files takes seconds. Hidden entries and non-images are skipped and listed.
+Layouts (folder names of splits are case-insensitive):
+
+    ROOT/<class>/**/image                    split None
+    ROOT/{Training,Testing}/<class>/**/image -> "train" / "test"
+    ROOT/{train,val|valid|validation,test}/<class>/**/image
+    data.npz with train_images/train_labels, val_..., test_... arrays (MedMNIST)
+
+`Sample.path` is relative to `ImageFolder.root`, so `Sample.key` ("glioma/001.jpg",
+"ct/vol.nii.gz#12") is the same on every machine and copy of the data. For an .npz data set the
+root is the archive's folder, `Sample.path` the archive's name and `Sample.index` the row in the
+train, val and test arrays taken in that order ("organmnist.npz#1234").
+
+Nothing is decoded while scanning: entries are listed with os.scandir, extension-less files are
+sniffed for the DICOM preamble, and only with `slices="all"` or a number are volume headers read.
+Hidden entries, __MACOSX and non-images are skipped and listed in `ImageFolder.skipped`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import struct
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mediscan.data.readers import (
-    DICOM_SUFFIXES,
-    NIFTI_SUFFIXES,
+    IMAGE_SUFFIXES,
+    VOLUME_SUFFIXES,
     ImageReadError,
     count_frames,
     looks_like_image,
+    may_be_dicom_name,
     read_image,
     suffix_of,
+    to_uint8,
 )
 
 SPLIT_NAMES = {"training": "train", "train": "train", "testing": "test", "test": "test",
                "val": "val", "valid": "val", "validation": "val"}
-JUNK_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 NPZ_SPLITS = ("train", "val", "test")
+LAYOUTS = ("expected ROOT/<class>/<images>, ROOT/Training|Testing/<class>/<images>, "
+           "ROOT/train|val|test/<class>/<images>, or a MedMNIST-style .npz file")
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image: `path` is relative to the data set's root; `index` a slice/frame/row."""
+    """One labelled image: `path` relative to the data set root; `index` a frame, slice or row."""
 
     path: Path
     label: int
@@ -39,14 +59,14 @@ class Sample:
 
     @property
     def key(self) -> str:
-        """Stable id across machines and copies: 'class/file.png' or 'file.nii.gz#12'."""
+        """Stable id across machines and copies: 'class/file.png' or 'vol.nii.gz#12'."""
         text = self.path.as_posix()
         return text if self.index is None else f"{text}#{self.index}"
 
 
 @dataclass(frozen=True)
 class Skipped:
-    """A file left out, and why."""
+    """A file or folder left out, and why."""
 
     path: Path
     reason: str
@@ -54,160 +74,327 @@ class Skipped:
 
 @dataclass
 class ImageFolder:
-    """The samples of a data set, its class names, and the files it skipped."""
+    """The samples of a data set (paths relative to `root`), its classes, and what was skipped."""
 
     root: Path
     classes: list[str]
     samples: list[Sample]
     skipped: list[Skipped] = field(default_factory=list)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # .npz data sets
 
     def __len__(self) -> int:
         return len(self.samples)
 
     @property
     def labels(self) -> np.ndarray:
+        """Class index of every sample (int64)."""
         return np.array([s.label for s in self.samples], dtype=np.int64)
 
     @property
     def splits_present(self) -> set[str]:
-        return {s.split for s in self.samples if s.split}
+        """Splits given by the layout ("train", "val", "test"); empty for plain class folders."""
+        return {s.split for s in self.samples if s.split is not None}
 
     def path_of(self, i: int) -> Path:
-        """Absolute path of sample i's file."""
+        """The file sample i is read from."""
         return self.root / self.samples[i].path
 
     def read(self, i: int) -> np.ndarray:
-        """Decode sample i (uint8 H x W or H x W x 3)."""
-        sample = self.samples[i]
-        if self.arrays:
-            return npz_image(self.arrays[f"{sample.split}_images"][sample.index])
-        return read_image(self.root / sample.path, index=sample.index)
+        """Decode sample i: uint8 HxW or HxWx3; raises ImageReadError."""
+        return read_sample(self.root, self.samples[i])
 
     def subset(self, split: str) -> ImageFolder:
-        """The samples of one split (train/val/test)."""
+        """The samples (and skipped entries) of one split given by the layout."""
+        if split not in self.splits_present:
+            raise ValueError(f"{self.root}: no {split!r} split; splits here: "
+                             f"{sorted(self.splits_present) or 'none (plain class folders)'}")
         return ImageFolder(self.root, self.classes, [s for s in self.samples if s.split == split],
-                           self.skipped, self.arrays)
+                           [s for s in self.skipped if self._split_of(s.path) == split])
 
     def class_counts(self) -> dict[str, int]:
+        """Samples per class, in class order (zeros included)."""
         counts = np.bincount(self.labels, minlength=len(self.classes))
-        return {c: int(n) for c, n in zip(self.classes, counts)}
+        return {name: int(n) for name, n in zip(self.classes, counts)}
+
+    def _split_of(self, path: Path) -> str | None:
+        try:
+            top = Path(path).relative_to(self.root).parts[0]
+        except (ValueError, IndexError):
+            return None
+        return SPLIT_NAMES.get(top.lower())
 
 
-def npz_image(array: np.ndarray) -> np.ndarray:
-    """A MedMNIST row as uint8 H x W or H x W x 3."""
-    image = np.asarray(array)
-    return image if image.dtype == np.uint8 else np.clip(image, 0, 255).astype(np.uint8)
+def read_sample(root: Path, sample: Sample) -> np.ndarray:
+    """Decode one sample of a data set rooted at `root` (files, volumes and .npz rows)."""
+    path = Path(root) / sample.path
+    if suffix_of(path) == ".npz":
+        return _read_npz_row(path, sample.index)
+    return read_image(path, index=sample.index)
 
 
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name in JUNK_NAMES
-
-
-def _walk(folder: Path, skipped: list[Skipped]) -> list[Path]:
-    """Image files below `folder`, sorted; hidden and non-image entries go to `skipped`."""
-    found = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        path = Path(entry.path)
-        if _is_hidden(entry.name):
-            skipped.append(Skipped(path, "hidden file or folder"))
-        elif entry.is_dir():
-            found.extend(_walk(path, skipped))
-        elif looks_like_image(path):
-            found.append(path)
-        else:
-            skipped.append(Skipped(path, f"not an image ({suffix_of(path) or 'no extension'})"))
-    return found
-
-
-def _volume_indices(path: Path, slices: str | int) -> list[int | None]:
-    """Slice/frame indices to use from a multi-image file (None: a plain 2-D image)."""
-    if suffix_of(path) not in NIFTI_SUFFIXES | DICOM_SUFFIXES and suffix_of(path) != "":
-        return [None]
-    try:
-        count = count_frames(path)
-    except Exception:  # unreadable: decoding will report it by name
-        return [None]
-    if count <= 1:
-        return [None]
-    if slices == "middle":
-        return [count // 2]
-    if slices == "all":
-        return list(range(count))
-    wanted = max(1, int(slices))
-    return sorted({int(round(x)) for x in np.linspace(0, count - 1, wanted + 2)[1:-1]})
-
-
-def _class_dirs(root: Path, skipped: list[Skipped]) -> list[Path]:
-    dirs = []
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if _is_hidden(entry.name):
-            skipped.append(Skipped(Path(entry.path), "hidden file or folder"))
-        elif entry.is_dir():
-            dirs.append(Path(entry.path))
-        else:
-            skipped.append(Skipped(Path(entry.path), "file outside a class folder"))
-    return dirs
-
-
-def _layout(root: Path, skipped: list[Skipped]) -> dict[str | None, list[Path]]:
-    """{split or None: class folders}; a root whose sub-folders are all split names is split."""
-    top = _class_dirs(root, skipped)
-    if top and all(d.name.lower() in SPLIT_NAMES for d in top):
-        return {SPLIT_NAMES[d.name.lower()]: _class_dirs(d, skipped) for d in top}
-    return {None: top}
-
-
-def _class_order(layout: dict[str | None, list[Path]], classes: list[str] | None) -> list[str]:
-    found = sorted({d.name for dirs in layout.values() for d in dirs})
-    if classes is None:
-        return found
-    unknown = sorted(set(found) - set(classes))
-    if unknown:
-        raise ValueError(f"class folders {unknown} are not among the given classes {classes}")
-    return list(classes)
-
-
-def scan_folder(root: str | Path, *, slices: str | int = "middle",
+def scan_folder(root: str | os.PathLike[str], *, slices: str | int = "middle",
                 classes: list[str] | None = None) -> ImageFolder:
-    """Find every labelled image under `root` (see the module docstring for layouts)."""
+    """Find every labelled image under `root` (layouts in the module docstring).
+
+    `slices` picks the 2-D images of NIfTI volumes and multi-frame DICOMs: "middle" (one, read
+    at the middle slice), "all", or a number N of evenly spaced slices (bin centres, so N=1 is
+    the middle one). `classes` fixes the class order; folder names not in it are an error.
+    """
     root = Path(root)
-    if not root.exists():
-        raise ValueError(f"{root}: no such folder. Expected DATA/<class>/images, "
-                         "DATA/Training|Testing/<class>/images, or a MedMNIST .npz file.")
-    if root.is_file() and root.suffix == ".npz":
-        return scan_npz(root, classes=classes)
+    _check_slices(slices)
+    if root.is_file() and suffix_of(root) == ".npz":
+        return _scan_npz(root, classes)
+    if not root.is_dir():
+        what = "is a file, not a folder or .npz file" if root.exists() else "no such folder"
+        raise ValueError(f"{root}: {what}; {LAYOUTS}")
     skipped: list[Skipped] = []
-    layout = _layout(root, skipped)
-    names = _class_order(layout, classes)
-    samples = []
-    for split, dirs in layout.items():
-        for class_dir in dirs:
-            for path in _walk(class_dir, skipped):
-                for index in _volume_indices(path, slices):
-                    samples.append(Sample(path.relative_to(root), names.index(class_dir.name),
-                                          split, index))
-    if not names or not samples:
-        raise ValueError(f"{root}: found no images in class folders. Expected DATA/<class>/"
-                         "images (e.g. DATA/glioma/001.jpg) or DATA/Training/<class>/images.")
+    class_dirs = _class_dirs(root, skipped)
+    if not class_dirs:
+        raise ValueError(f"{root}: no class folders found{_npz_hint(root)}; {LAYOUTS}")
+    names = _class_order(root, [name for name, *_ in class_dirs], classes)
+    label_of = {name: i for i, name in enumerate(names)}
+    samples: list[Sample] = []
+    for name, split, directory, rel in class_dirs:
+        for full, file_rel, volume in _images(directory, rel, skipped, frozenset()):
+            samples += _expand(full, file_rel, label_of[name], split, volume, slices, skipped)
+    if not samples:
+        raise ValueError(f"{root}: no images in {len(class_dirs)} class folder(s) "
+                         f"({len(skipped)} entries skipped{_examples(skipped)}); {LAYOUTS}")
     return ImageFolder(root, names, samples, skipped)
 
 
-def scan_npz(path: Path, *, classes: list[str] | None = None) -> ImageFolder:
-    """A MedMNIST-style archive: train_images/train_labels, val_..., test_... arrays."""
-    try:
-        archive = np.load(path)
-        arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as error:
-        raise ImageReadError(path, f"not a readable .npz archive ({error})") from None
-    samples = []
-    for split in NPZ_SPLITS:
-        if f"{split}_images" not in arrays:
+# --- folders ----------------------------------------------------------------------------------
+
+def _check_slices(slices: str | int) -> None:
+    valid = slices in ("middle", "all") or (isinstance(slices, int) and not isinstance(slices, bool)
+                                             and slices >= 1)
+    if not valid:
+        raise ValueError(f"slices must be 'middle', 'all' or a positive number, got {slices!r}")
+
+
+def _listdir(directory: str, skipped: list[Skipped]) -> list[os.DirEntry[str]]:
+    """Visible entries sorted by name; hidden ones and macOS archive debris go to `skipped`."""
+    entries = []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            skipped.append(Skipped(Path(entry.path), "hidden"))
+        elif entry.name == "__MACOSX":
+            skipped.append(Skipped(Path(entry.path), "hidden (macOS archive metadata)"))
+        else:
+            entries.append(entry)
+    return entries
+
+
+def _class_dirs(root: Path, skipped: list[Skipped]) -> list[tuple[str, str | None, str, str]]:
+    """(class name, split, folder, folder relative to root) for each class folder."""
+    top = _listdir(str(root), skipped)
+    if not any(e.name.lower() in SPLIT_NAMES and e.is_dir() for e in top):
+        return [(e.name, None, e.path, e.name) for e in _dirs_only(top, skipped)]
+    found = []
+    for entry in _dirs_only(top, skipped):
+        split = SPLIT_NAMES.get(entry.name.lower())
+        if split is None:
+            skipped.append(Skipped(Path(entry.path), "not a split folder (expected Training/"
+                                   "Testing or train/val/test next to the other split folders)"))
             continue
-        labels = np.asarray(arrays[f"{split}_labels"]).reshape(len(arrays[f"{split}_images"]), -1)
-        samples += [Sample(Path(path.name), int(y[0]), split, i) for i, y in enumerate(labels)]
+        for class_dir in _dirs_only(_listdir(entry.path, skipped), skipped):
+            found.append((class_dir.name, split, class_dir.path, f"{entry.name}/{class_dir.name}"))
+    return found
+
+
+def _dirs_only(entries: list[os.DirEntry[str]], skipped: list[Skipped]) -> list[os.DirEntry[str]]:
+    """The folders among `entries`; files at this level are outside any class folder."""
+    dirs = []
+    for entry in entries:
+        if entry.is_dir():
+            dirs.append(entry)
+        else:
+            skipped.append(Skipped(Path(entry.path), "not in a class folder"))
+    return dirs
+
+
+def _class_order(root: Path, found: list[str], classes: list[str] | None) -> list[str]:
+    """Sorted folder names, or the given order (which must cover every folder)."""
+    if classes is None:
+        return sorted(set(found))
+    classes = list(classes)
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"classes {classes} contain duplicates")
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise ValueError(f"{root}: class folder(s) {unknown} are not among the given classes "
+                         f"{classes}")
+    return classes
+
+
+def _images(directory: str, rel: str, skipped: list[Skipped],
+            ancestors: frozenset[tuple[int, int]]) -> Iterator[tuple[str, str, bool]]:
+    """(file, file relative to root, may hold several images) below `directory`, recursively."""
+    info = os.stat(directory)
+    here = ancestors | {(info.st_dev, info.st_ino)}
+    for entry in _listdir(directory, skipped):
+        entry_rel = f"{rel}/{entry.name}"
+        if entry.is_dir():
+            target = entry.stat()
+            if (target.st_dev, target.st_ino) in here:
+                skipped.append(Skipped(Path(entry.path), "symbolic link loop"))
+            else:
+                yield from _images(entry.path, entry_rel, skipped, here)
+        elif not entry.is_file():
+            skipped.append(Skipped(Path(entry.path), "not a regular file (broken link?)"))
+        elif (suffix := suffix_of(entry.name)) in IMAGE_SUFFIXES:
+            yield entry.path, entry_rel, suffix in VOLUME_SUFFIXES
+        elif may_be_dicom_name(entry.name) and looks_like_image(entry.path):
+            yield entry.path, entry_rel, True
+        else:
+            skipped.append(Skipped(Path(entry.path), f"not an image ({suffix or 'no extension'})"))
+
+
+def _expand(full: str, rel: str, label: int, split: str | None, volume: bool,
+            slices: str | int, skipped: list[Skipped]) -> list[Sample]:
+    """One sample per 2-D image of a file: volumes give the slices `slices` asks for."""
+    if not volume or slices == "middle":
+        return [Sample(Path(rel), label, split)]
+    try:
+        count = count_frames(full)
+    except ImageReadError as error:
+        skipped.append(Skipped(Path(full), error.reason))
+        return []
+    if count <= 1:
+        return [Sample(Path(rel), label, split)]
+    return [Sample(Path(rel), label, split, i) for i in slice_indices(count, slices)]
+
+
+def slice_indices(count: int, slices: str | int) -> list[int]:
+    """Which of `count` slices to use: the middle one, all, or N evenly spaced (bin centres)."""
+    if slices == "middle":
+        return [count // 2]
+    if slices == "all" or int(slices) >= count:
+        return list(range(count))
+    n = int(slices)
+    return [int((k + 0.5) * count / n) for k in range(n)]
+
+
+def _examples(skipped: list[Skipped]) -> str:
+    return "" if not skipped else ", e.g. " + "; ".join(
+        f"{s.path.name}: {s.reason}" for s in skipped[:3])
+
+
+def _npz_hint(root: Path) -> str:
+    archives = sorted(p.name for p in root.glob("*.npz"))
+    return f" (found {archives[0]}: pass the .npz file itself)" if archives else ""
+
+
+# --- MedMNIST .npz ----------------------------------------------------------------------------
+
+def _scan_npz(path: Path, classes: list[str] | None) -> ImageFolder:
+    """Samples of a MedMNIST-style archive; rows are numbered across train, val and test."""
+    parts = _npz_parts(str(path), _stamp(path))
+    labels = []
+    with np.load(path, allow_pickle=False) as archive:
+        for split, (_, count) in parts.items():
+            key = f"{split}_labels"
+            found = np.asarray(archive[key]) if key in archive.files else None
+            labels.append(_npz_labels(path, split, found, count))
+    all_labels = np.concatenate(labels)
+    names = _npz_classes(path, int(all_labels.max()) + 1 if all_labels.size else 0, classes)
+    splits = [split for split, (_, count) in parts.items() for _ in range(count)]
+    samples = [Sample(Path(path.name), int(y), split, i)
+               for i, (y, split) in enumerate(zip(all_labels, splits))]
     if not samples:
-        raise ValueError(f"{path}: no train_images/val_images/test_images arrays in the archive")
-    count = 1 + max(s.label for s in samples)
-    names = list(classes) if classes else [str(k) for k in range(count)]
-    return ImageFolder(path.parent, names, samples, [], arrays)
+        raise ValueError(f"{path}: the archive's image arrays are empty; {LAYOUTS}")
+    return ImageFolder(path.parent, names, samples, [])
+
+
+def _npz_labels(path: Path, split: str, labels: np.ndarray | None, count: int) -> np.ndarray:
+    """Integer labels of one split, shaped (N,) or (N, 1) in the archive."""
+    if labels is None:
+        raise ValueError(f"{path}: {split}_images has no {split}_labels array next to it")
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or len(labels) != count:
+        raise ValueError(f"{path}: {split}_labels has shape {labels.shape}; expected ({count},) "
+                         f"or ({count}, 1) (one class per image; multi-label sets are not supported)")
+    if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0):
+        raise ValueError(f"{path}: {split}_labels must be non-negative integers")
+    return labels.astype(np.int64)
+
+
+def _npz_classes(path: Path, count: int, classes: list[str] | None) -> list[str]:
+    if classes is None:
+        return [str(k) for k in range(count)]
+    if len(classes) < count or len(set(classes)) != len(classes):
+        raise ValueError(f"{path}: labels go up to {count - 1}, so `classes` needs {count} "
+                         f"distinct names; got {list(classes)}")
+    return list(classes)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_mtime_ns, info.st_size
+
+
+@functools.lru_cache(maxsize=16)
+def _npz_parts(path: str, stamp: tuple[int, int]) -> dict[str, tuple[int, int]]:
+    """{split: (first row, rows)} from the arrays' headers (no image data is read)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            shapes = {name[:-4]: _npy_header(archive, name)[0] for name in archive.namelist()
+                      if name.endswith("_images.npy")}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a readable .npz archive ({error})") from error
+    parts, start = {}, 0
+    for split in NPZ_SPLITS:
+        shape = shapes.get(f"{split}_images")
+        if shape is None:
+            continue
+        if not (len(shape) == 3 or (len(shape) == 4 and shape[3] in (1, 3))):
+            raise ValueError(f"{path}: {split}_images has shape {shape}; expected (N, H, W) or "
+                             "(N, H, W, 3) 2-D images")
+        parts[split], start = (start, shape[0]), start + shape[0]
+    if not parts:
+        raise ValueError(f"{path}: no train_images/val_images/test_images arrays (found "
+                         f"{sorted(shapes) or 'none'}); {LAYOUTS}")
+    return parts
+
+
+def _npy_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, header length) of a .npy member."""
+    with archive.open(name) as member:
+        version = np.lib.format.read_magic(member)
+        reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = reader(member)
+        return shape, fortran, dtype, member.tell()
+
+
+@functools.lru_cache(maxsize=8)
+def _npz_array(path: str, name: str, stamp: tuple[int, int]) -> np.ndarray:
+    """One array of an archive: memory-mapped when stored uncompressed, else loaded once."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{name}.npy")
+        shape, fortran, dtype, header = _npy_header(archive, info.filename)
+    if dtype.hasobject:
+        raise ValueError(f"{path}: {name} holds Python objects; only numeric arrays are read")
+    if info.compress_type != zipfile.ZIP_STORED:
+        with np.load(path, allow_pickle=False) as data:
+            return data[name]
+    with open(path, "rb") as raw:  # data start: local file header (30 bytes + name + extra)
+        raw.seek(info.header_offset + 26)
+        name_length, extra_length = struct.unpack("<HH", raw.read(4))
+    offset = info.header_offset + 30 + name_length + extra_length + header
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset,
+                     order="F" if fortran else "C")
+
+
+def _read_npz_row(path: Path, index: int | None) -> np.ndarray:
+    """Row `index` (numbered across train, val, test) of an archive as uint8 HxW or HxWx3."""
+    name = f"{path}#{index}"
+    try:
+        stamp = _stamp(path)
+        for split, (start, count) in _npz_parts(str(path), stamp).items():
+            if index is not None and start <= index < start + count:
+                image = np.asarray(_npz_array(str(path), f"{split}_images", stamp)[index - start])
+                return to_uint8(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise ImageReadError(name, f"could not be read from the archive ({error})") from error
+    raise ImageReadError(name, "no such row in the archive (the data changed since the scan?)")

@@ -1,16 +1,30 @@
-"""Read any 2-D medical image into uint8: PIL formats in every mode, DICOM (pydicom), NIfTI (nibabel).
+"""Decode any supported image to uint8 pixels: HxW for grey sources, HxWx3 for colour sources.
 
-`read_image(path)` returns H x W for greyscale sources and H x W x 3 for colour ones.
-16-bit, 32-bit and float data are scaled to 8 bit; DICOM gets its rescale slope/intercept,
-its window (from the file, or `window=(centre, width)`) and MONOCHROME1 inversion.
+One reader for every path (train, evaluate, predict, serve), so they all see identical pixels:
+
+- PIL formats (JPEG, PNG, BMP, TIFF, GIF, WebP) in any mode; EXIF orientation applied; alpha
+  composited on black; palette images come out grey when their colours are grey; 16/32-bit and
+  float images scaled by their min..max. Multi-page files: `index` = page (default the first).
+- DICOM (pydicom): rescale slope/intercept, the file's window (or `window=(centre, width)`),
+  MONOCHROME1 inverted, `index` = frame (default the middle one), RGB and palette colour.
+- NIfTI (nibabel): the slice `index` (default the middle one) along the last stored spatial axis
+  (the first volume of 4-D data), turned with `np.rot90` so that an axial slice of RAS-stored
+  data shows anterior at the top, as viewers do. The affine is not applied otherwise. The
+  header's cal_min/cal_max, when set, act as the window.
+
+Data that is not 8-bit goes through `to_uint8`: a window if given, else min..max of the image.
 """
 
 from __future__ import annotations
 
+import gzip
+import importlib
 import io
-import warnings
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,217 +33,407 @@ PIL_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gi
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 NIFTI_SUFFIXES = frozenset({".nii", ".nii.gz"})
 IMAGE_SUFFIXES = PIL_SUFFIXES | DICOM_SUFFIXES | NIFTI_SUFFIXES
-DEFAULT_MAX_PIXELS = 40_000_000
+VOLUME_SUFFIXES = DICOM_SUFFIXES | NIFTI_SUFFIXES  # files that may hold several frames/slices
+PIL_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "TIFF", "GIF", "WEBP")  # nothing else is opened
+DEFAULT_MAX_PIXELS = 40_000_000  # uploads; files on disk get PIL's own limit unless told
+HEAD_BYTES = 348  # enough for the DICOM preamble (128 + "DICM") and a NIfTI-1 header
+
+_HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_DAMAGED = "the file is damaged or incomplete; re-export or remove it"
+_NOT_AN_IMAGE = ("not a recognised image (expected JPEG, PNG, BMP, TIFF, GIF, WebP, DICOM or "
+                 "NIfTI; check that the file really is one, or remove it)")
+
+Window = tuple[float, float]
+Source = Path | BinaryIO
 
 
 class ImageReadError(ValueError):
-    """A file that cannot be read as an image; the message names it and says what to do."""
+    """An image that cannot be decoded; `str(e)` names the file, what was wrong and what to do."""
 
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path, self.reason = Path(path), reason
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
         super().__init__(f"{path}: {reason}")
 
-
-def suffix_of(path: Path) -> str:
-    """Lower-case suffix, with .nii.gz kept whole."""
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path, self.reason)
 
 
-def has_dicom_preamble(path: Path) -> bool:
-    """True for files with 'DICM' at byte 128 (extension-less DICOM included)."""
+class _Unreadable(Exception):
+    """Raised inside the decoders with a reason; `_named` adds the file name."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- public entry points ----------------------------------------------------------------------
+
+def read_image(path: str | os.PathLike[str], *, index: int | None = None,
+               window: Window | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image file to uint8 HxW (grey) or HxWx3 (colour); raises ImageReadError."""
+    path = Path(path)
+    _check_window(window)
+    with _named(path):
+        head = _head(path)
+        return _DECODERS[_kind(path.name, head)](path, index, window, max_pixels)
+
+
+def read_image_bytes(data: bytes, *, name: str = "upload", index: int | None = None,
+                     window: Window | None = None,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image held in memory (an upload) like `read_image`; never touches the disk."""
+    _check_window(window)
+    with _named(name):
+        if not data:
+            raise _Unreadable("the upload is empty (0 bytes; send the image file itself)")
+        return _DECODERS[_kind(name, data[:HEAD_BYTES])](io.BytesIO(data), index, window,
+                                                         max_pixels)
+
+
+def count_frames(path: str | os.PathLike[str]) -> int:
+    """Frames of a DICOM, slices of a NIfTI volume, pages of a TIFF/GIF; 1 for a plain image."""
+    path = Path(path)
+    with _named(path):
+        kind = _kind(path.name, _head(path))
+        if kind == "nifti":
+            return _nifti_axes(_load_nifti(path).shape)[1]
+        if kind == "dicom":
+            return _dicom_frame_count(_read_dicom(path, stop_before_pixels=True))
+        with Image.open(path, formats=PIL_FORMATS) as image:
+            return int(getattr(image, "n_frames", 1))
+
+
+def suffix_of(path: str | os.PathLike[str]) -> str:
+    """The lower-case suffix of a file name, with '.nii.gz' counted as one suffix."""
+    name = os.path.basename(path).lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
+
+
+def has_dicom_preamble(path: str | os.PathLike[str]) -> bool:
+    """True when the file carries the DICOM preamble ('DICM' at byte 128)."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
+        with open(path, "rb") as file:
+            return _is_dicom_head(file.read(132))
     except OSError:
         return False
-    return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def looks_like_image(path: str | Path) -> bool:
-    """By suffix, or by the DICOM preamble for files without a known suffix."""
-    path = Path(path)
+def may_be_dicom_name(path: str | os.PathLike[str]) -> bool:
+    """DICOM files often have no suffix, a numeric one (UID-style names) or '.ima': sniff those."""
     suffix = suffix_of(path)
-    if suffix in IMAGE_SUFFIXES:
+    return suffix == "" or suffix[1:].isdigit() or suffix == ".ima"
+
+
+def looks_like_image(path: str | os.PathLike[str]) -> bool:
+    """True for a known image suffix, or a DICOM file without one (sniffed: 132 bytes read)."""
+    if suffix_of(path) in IMAGE_SUFFIXES:
         return True
-    return suffix in ("", ".ima") and has_dicom_preamble(path)
+    return may_be_dicom_name(path) and os.path.isfile(path) and has_dicom_preamble(path)
 
 
-def to_uint8(array: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
-    """Linearly map [low, high] (default: the data's min..max) to 0..255."""
-    data = np.asarray(array, dtype=np.float64)
-    finite = data[np.isfinite(data)]
-    if finite.size == 0:
-        return np.zeros(data.shape, dtype=np.uint8)
-    low = float(finite.min()) if low is None else low
-    high = float(finite.max()) if high is None else high
-    if high <= low:
-        return np.zeros(data.shape, dtype=np.uint8)
-    scaled = (np.nan_to_num(data, nan=low) - low) * (255.0 / (high - low))
-    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
-
-
-def _pil_to_array(image: Image.Image) -> np.ndarray:
-    """Any PIL mode -> uint8 H x W (grey) or H x W x 3 (colour); alpha composited on black."""
-    image = ImageOps.exif_transpose(image) or image
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return to_uint8(np.asarray(image))
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-        mode = image.mode
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        background = Image.new("RGB" if mode.startswith(("RGB", "P")) else "L", image.size)
-        background.paste(image.convert(background.mode), mask=image.getchannel("A"))
-        image = background
-    elif mode in ("1", "L"):
-        image = image.convert("L")
-    elif mode != "RGB":
-        image = image.convert("RGB")
-    return np.asarray(image)
-
-
-def _open_pil(source: Path | BinaryIO, name: str | Path, max_pixels: int, index: int | None) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(source) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageReadError(name, f"{width}x{height} pixels is more than the "
-                                         f"{max_pixels:,} allowed (a decompression bomb?)")
-                if index is not None:
-                    image.seek(index)
-                image.load()
-                return _pil_to_array(image)
-        except ImageReadError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageReadError(name, f"refused: {error}") from None
-        except UnidentifiedImageError:
-            raise ImageReadError(name, "not an image PIL can decode (wrong extension or a "
-                                 "different file type); convert it to PNG/JPEG or remove it") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as error:
-            raise ImageReadError(name, f"{error} (the file is damaged or incomplete; re-export "
-                                 "or remove it)") from None
-
-
-def _dicom_window(ds, window: tuple[float, float] | None) -> tuple[float, float] | None:
+def to_uint8(values: np.ndarray, window: Window | None = None) -> np.ndarray:
+    """uint8 pixels via `window=(centre, width)`; without one, uint8 as is, else min..max -> 0..255."""
+    values = np.asarray(values)
+    if window is None and values.dtype == np.uint8:  # a fresh, writable, C-ordered array
+        writable = values.flags.writeable and values.flags.c_contiguous and values.base is None
+        return values if writable else np.array(values, order="C")
+    data = values.astype(np.float32)
     if window is not None:
-        return window
-    centre, width = getattr(ds, "WindowCenter", None), getattr(ds, "WindowWidth", None)
+        low, high = window[0] - window[1] / 2, window[0] + window[1] / 2
+    else:
+        finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    scale = 255.0 / (high - low) if high > low else 0.0
+    data -= low
+    data *= scale
+    np.nan_to_num(data, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+    return np.clip(np.rint(data), 0, 255).astype(np.uint8)
+
+
+# --- dispatch and errors ----------------------------------------------------------------------
+
+@contextmanager
+def _named(name: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn any failure inside the block into an ImageReadError that names `name`."""
+    try:
+        yield
+    except ImageReadError:
+        raise
+    except _Unreadable as problem:
+        raise ImageReadError(name, problem.reason) from problem.__cause__
+    except Exception as error:  # decoders raise many types: OSError, SyntaxError, struct.error...
+        raise ImageReadError(name, _explain(error)) from error
+
+
+def _explain(error: Exception) -> str:
+    """A short reason, with what to do, for an exception raised while decoding."""
+    if isinstance(error, FileNotFoundError):
+        return "no such file (check the path)"
+    if isinstance(error, IsADirectoryError):
+        return "is a folder, not an image file"
+    if isinstance(error, PermissionError):
+        return "permission denied (check the file's permissions)"
+    if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"image is too large to decode safely ({error}); downscale it first"
+    if isinstance(error, UnidentifiedImageError):
+        return _NOT_AN_IMAGE
+    if isinstance(error, MemoryError):
+        return "not enough memory to decode this image (downscale it first)"
+    text = _one_line(error)
+    if isinstance(error, EOFError) or "truncated" in text.lower():
+        return f"image file is truncated ({_DAMAGED})"
+    return f"could not be decoded ({text}; {_DAMAGED})"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _check_window(window: Window | None) -> None:
+    if window is not None and not (len(window) == 2 and np.isfinite(window).all() and window[1] > 0):
+        raise ValueError(f"window must be (centre, width) with width > 0, got {window!r}")
+
+
+def _head(path: Path) -> bytes:
+    """The first bytes of a file, refusing an empty one."""
+    with open(path, "rb") as file:
+        head = file.read(HEAD_BYTES)
+    if not head:
+        raise _Unreadable("the file is empty (0 bytes; re-export or remove it)")
+    return head
+
+
+def _is_dicom_head(head: bytes) -> bool:
+    return bytes(head[128:132]) == b"DICM"
+
+
+def _kind(name: str, head: bytes) -> str:
+    """'nifti', 'dicom' or 'pil', from the name's suffix and the file's first bytes."""
+    suffix = suffix_of(name)
+    if suffix in NIFTI_SUFFIXES or bytes(head[344:348]) == b"n+1\0":
+        return "nifti"
+    if suffix in DICOM_SUFFIXES or _is_dicom_head(head):
+        return "dicom"
+    return "pil"
+
+
+def _pick(index: int | None, count: int, what: str, default: int) -> int:
+    """The frame/slice to read: `index`, or `default` when None; out of range is an error."""
+    if index is None:
+        return default
+    if not 0 <= index < count:
+        plural = "" if count == 1 else "s"
+        raise _Unreadable(f"{what} {index} is out of range (the file has {count} {what}{plural}: "
+                          f"use 0..{count - 1})")
+    return int(index)
+
+
+def _check_size(width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse dimensions over the limit before any pixel is decoded (decompression bombs)."""
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    if limit is not None and width * height > limit:
+        raise _Unreadable(f"image is too large ({width}x{height} = {width * height:,} pixels, "
+                          f"limit {limit:,}); downscale it first")
+
+
+def _need(module: str, what: str) -> Any:
+    """Import an optional decoder lazily, with install advice when it is missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise _Unreadable(f"reading {what} needs the {module} package (pip install {module})") \
+            from error
+
+
+# --- PIL --------------------------------------------------------------------------------------
+
+def _decode_pil(source: Source, index: int | None, window: Window | None,
+                max_pixels: int | None) -> np.ndarray:
+    with Image.open(source, formats=PIL_FORMATS) as image:
+        _check_size(image.width, image.height, max_pixels)
+        image.seek(_pick(index, getattr(image, "n_frames", 1), "frame", 0))
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        return to_uint8(_pil_array(image), window)
+
+
+def _pil_array(image: Image.Image) -> np.ndarray:
+    """The pixels of any PIL mode: grey HxW, colour HxWx3, or HxW 16/32-bit/float values."""
+    mode = image.mode
+    if mode in _HIGH_DEPTH_MODES or mode in ("L", "RGB"):
+        return np.asarray(image)
+    if mode in ("P", "PA"):
+        rgb = _composite(np.asarray(image.convert("RGBA")))
+        grey = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+        return np.ascontiguousarray(rgb[..., 0]) if grey else rgb
+    if mode == "1":
+        return np.asarray(image.convert("L"))
+    if mode in ("LA", "La"):
+        return _composite(np.asarray(image.convert("LA")))
+    if mode in ("RGBA", "RGBa"):
+        return _composite(np.asarray(image.convert("RGBA")))
+    return np.asarray(image.convert("RGB"))  # RGBX, CMYK, YCbCr, LAB, HSV
+
+
+def _composite(pixels: np.ndarray) -> np.ndarray:
+    """Colour channels composited on black by the last (alpha) channel; one channel -> HxW."""
+    colour, alpha = pixels[..., :-1].astype(np.uint16), pixels[..., -1:].astype(np.uint16)
+    out = ((colour * alpha + 127) // 255).astype(np.uint8)
+    return out[..., 0] if out.shape[-1] == 1 else out
+
+
+# --- DICOM ------------------------------------------------------------------------------------
+
+def _decode_dicom(source: Source, index: int | None, window: Window | None,
+                  max_pixels: int | None) -> np.ndarray:
+    ds = _read_dicom(source)
+    _check_size(int(ds.Columns), int(ds.Rows), max_pixels)
+    count = _dicom_frame_count(ds)
+    pixels = _dicom_pixels(ds, _pick(index, count, "frame", count // 2))
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        pixels = apply_color_lut(pixels, ds)
+    elif int(ds.get("SamplesPerPixel", 1)) == 1:
+        pixels, window = _dicom_grey_values(ds, pixels, window)
+    image = to_uint8(pixels, window)
+    return 255 - image if photometric == "MONOCHROME1" else image
+
+
+def _read_dicom(source: Source, **kwargs: Any) -> Any:
+    """The dataset (pixel data required unless stop_before_pixels), encoding made explicit."""
+    pydicom = _need("pydicom", "DICOM files")
+    try:
+        ds = pydicom.dcmread(source, force=True, **kwargs)
+    except Exception as error:
+        raise _Unreadable(f"not a readable DICOM file ({_one_line(error)}; {_DAMAGED})") \
+            from error
+    if not kwargs.get("stop_before_pixels") and not any(
+            tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise _Unreadable("no pixel data in this DICOM (the file is damaged, or it is not an "
+                          "image but e.g. a report or DICOMDIR; re-export or remove it)")
+    if "TransferSyntaxUID" not in ds.file_meta:  # a bare dataset without file meta information
+        from pydicom import uid
+
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (uid.ImplicitVRLittleEndian if implicit else
+                                          uid.ExplicitVRLittleEndian if little else
+                                          uid.ExplicitVRBigEndian)
+    return ds
+
+
+def _dicom_frame_count(ds: Any) -> int:
+    return max(1, int(ds.get("NumberOfFrames") or 1))
+
+
+def _dicom_pixels(ds: Any, frame: int) -> np.ndarray:
+    """One decoded frame; a compressed syntax without an installed decoder says what to install."""
+    from pydicom.pixels import get_decoder, pixel_array
+
+    syntax = ds.file_meta.TransferSyntaxUID
+    if syntax.is_compressed:
+        try:
+            available = get_decoder(syntax).is_available
+        except NotImplementedError:
+            available = False
+        if not available:
+            raise _Unreadable(f"compressed DICOM ({syntax.name}) needs a decoder that is not "
+                              f"installed: pip install {_decoder_packages(syntax.name)}")
+    try:
+        return pixel_array(ds, index=frame)
+    except Exception as error:
+        if not syntax.is_compressed:
+            raise
+        raise _Unreadable(f"compressed pixel data ({syntax.name}) could not be decoded "
+                          f"({_one_line(error)}; {_DAMAGED})") from error
+
+
+def _decoder_packages(syntax_name: str) -> str:
+    """The pip packages that let pydicom decode a compressed transfer syntax."""
+    if "2000" in syntax_name:
+        return "pylibjpeg pylibjpeg-openjpeg"
+    if "RLE" in syntax_name:
+        return "pylibjpeg pylibjpeg-rle"
+    return "pylibjpeg pylibjpeg-libjpeg"
+
+
+def _dicom_grey_values(ds: Any, pixels: np.ndarray,
+                       window: Window | None) -> tuple[np.ndarray, Window | None]:
+    """Modality values (slope/intercept or LUT) and the window to show them through."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    values = apply_modality_lut(pixels, ds)
+    window = window or _dicom_window(ds)
+    if window is None and "VOILUTSequence" in ds:
+        values = apply_voi_lut(values, ds)
+    return values, window
+
+
+def _dicom_window(ds: Any) -> Window | None:
+    """The file's first (centre, width) window, when it has a usable one."""
+    centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     if centre is None or width is None:
         return None
-    first = lambda value: float(value[0] if hasattr(value, "__len__") and not isinstance(value, str) else value)  # noqa: E731
-    return first(centre), first(width)
+    centre, width = (float(v[0]) if hasattr(v, "__getitem__") else float(v)  # MultiValue
+                     for v in (centre, width))
+    return (centre, width) if width > 0 and np.isfinite(centre) else None
 
 
-def _dicom_pixels(ds, name: str | Path) -> np.ndarray:
+# --- NIfTI ------------------------------------------------------------------------------------
+
+def _decode_nifti(source: Source, index: int | None, window: Window | None,
+                  max_pixels: int | None) -> np.ndarray:
+    image = _load_nifti(source)
+    where, count = _nifti_axes(image.shape)
+    rows, columns = (image.shape[axis] for axis, part in enumerate(where) if part is _ALL)
+    _check_size(columns, rows, max_pixels)
+    chosen = _pick(index, count, "slice", count // 2)
+    where = tuple(chosen if part is _SLICE else part for part in where)
+    values = np.asarray(image.dataobj[where])
+    return to_uint8(np.rot90(values), window or _nifti_window(image.header))
+
+
+_ALL, _SLICE = slice(None), "slice"
+
+
+def _nifti_axes(shape: tuple[int, ...]) -> tuple[tuple[Any, ...], int]:
+    """How to index one 2-D slice: the first two non-singleton spatial axes whole, the third
+    (if any) marked _SLICE, everything else 0 (first volume); plus the number of slices."""
+    spatial = [axis for axis in range(min(3, len(shape))) if shape[axis] > 1]
+    if len(spatial) < 2:
+        raise _Unreadable(f"NIfTI data of shape {tuple(shape)} is not an image (it needs two "
+                          "spatial axes longer than 1)")
+    where: list[Any] = [0] * len(shape)
+    for axis in spatial[:2]:
+        where[axis] = _ALL
+    if len(spatial) == 3:
+        where[spatial[2]] = _SLICE
+        return tuple(where), int(shape[spatial[2]])
+    return tuple(where), 1
+
+
+def _load_nifti(source: Source) -> Any:
+    """A lazily read NIfTI image from a path or an in-memory (optionally gzipped) stream."""
+    nib = _need("nibabel", "NIfTI files")
+    if isinstance(source, Path):
+        return nib.load(source)
+    magic = source.read(2)
+    source.seek(0)
+    stream = gzip.GzipFile(fileobj=source) if magic == b"\x1f\x8b" else source
+    holder = nib.FileHolder(fileobj=stream)
+    return nib.Nifti1Image.from_file_map({"header": holder, "image": holder})
+
+
+def _nifti_window(header: Any) -> Window | None:
+    """The header's display range (cal_min..cal_max) as a window, when it is set."""
     try:
-        return ds.pixel_array
-    except Exception as error:  # pydicom raises many types for missing decoders / bad data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        label = getattr(syntax, "name", str(syntax))
-        hint = ("install a decoder: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
-                if syntax is not None and getattr(syntax, "is_compressed", False)
-                else "the pixel data is damaged or missing")
-        raise ImageReadError(name, f"DICOM pixel data ({label}) could not be decoded: {error}; "
-                             f"{hint}") from None
+        low, high = float(header["cal_min"]), float(header["cal_max"])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return ((low + high) / 2, high - low) if high > low else None
 
 
-def _dicom_to_array(ds, name: str | Path, index: int | None,
-                    window: tuple[float, float] | None) -> np.ndarray:
-    from pydicom.pixels import apply_modality_lut
-
-    pixels = _dicom_pixels(ds, name)
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    if frames > 1:
-        pixels = pixels[frames // 2 if index is None else index]
-    if getattr(ds, "PhotometricInterpretation", "MONOCHROME2") in ("RGB", "YBR_FULL", "YBR_FULL_422"):
-        return to_uint8(pixels) if pixels.dtype != np.uint8 else pixels
-    values = apply_modality_lut(pixels, ds).astype(np.float64)
-    chosen = _dicom_window(ds, window)
-    if chosen is not None:
-        centre, width = chosen
-        image = to_uint8(values, centre - width / 2, centre + width / 2)
-    else:
-        image = to_uint8(values)
-    if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
-        image = 255 - image
-    return image
-
-
-def _read_dicom(source: Path | BinaryIO, name: str | Path, index: int | None,
-                window: tuple[float, float] | None) -> np.ndarray:
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(source, force=True)
-    except Exception as error:  # pydicom's parse errors are not one type
-        raise ImageReadError(name, f"not a readable DICOM file ({error}); re-export it") from None
-    if "PixelData" not in ds:
-        raise ImageReadError(name, "DICOM file without pixel data (a report or structured "
-                             "document?); remove it from the image folder")
-    return _dicom_to_array(ds, name, index, window)
-
-
-def _read_nifti(path: Path, index: int | None) -> np.ndarray:
-    import nibabel
-
-    try:
-        volume = np.asanyarray(nibabel.load(str(path)).dataobj)
-    except Exception as error:  # nibabel raises several types for bad files
-        raise ImageReadError(path, f"not a readable NIfTI file ({error}); re-export it") from None
-    volume = np.squeeze(volume)
-    if volume.ndim == 2:
-        return np.rot90(to_uint8(volume))
-    if volume.ndim != 3:
-        raise ImageReadError(path, f"NIfTI with {volume.ndim} dimensions; expected a 2-D image "
-                             "or a 3-D volume")
-    slice_ = volume[..., volume.shape[-1] // 2 if index is None else index]
-    return np.rot90(to_uint8(slice_))  # voxel (x, y) -> viewer rows/columns, as radiology viewers
-
-
-def count_frames(path: str | Path) -> int:
-    """Slices of a NIfTI volume, frames of a DICOM file, 1 for plain images."""
-    path = Path(path)
-    suffix = suffix_of(path)
-    if suffix in NIFTI_SUFFIXES:
-        import nibabel
-
-        shape = [s for s in nibabel.load(str(path)).shape if s > 1]
-        return shape[2] if len(shape) >= 3 else 1
-    if suffix in DICOM_SUFFIXES or (suffix == "" and has_dicom_preamble(path)):
-        import pydicom
-
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        return int(getattr(ds, "NumberOfFrames", 1) or 1)
-    return 1
-
-
-def read_image(path: str | Path, *, index: int | None = None,
-               window: tuple[float, float] | None = None,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode one image file to uint8 (H x W or H x W x 3); ImageReadError says what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "empty file (0 bytes); remove it or copy it again")
-    suffix = suffix_of(path)
-    if suffix in NIFTI_SUFFIXES:
-        return _read_nifti(path, index)
-    if suffix in DICOM_SUFFIXES or has_dicom_preamble(path):
-        return _read_dicom(path, path, index, window)
-    return _open_pil(path, path, max_pixels, index)
-
-
-def read_image_bytes(data: bytes, *, name: str = "upload",
-                     window: tuple[float, float] | None = None,
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image held in memory (an upload); never touches the disk."""
-    if not data:
-        raise ImageReadError(name, "empty upload (0 bytes)")
-    if len(data) >= 132 and data[128:132] == b"DICM":
-        return _read_dicom(io.BytesIO(data), name, None, window)
-    return _open_pil(io.BytesIO(data), name, max_pixels, None)
+_DECODERS: dict[str, Callable[[Source, int | None, Window | None, int | None], np.ndarray]] = {
+    "pil": _decode_pil, "dicom": _decode_dicom, "nifti": _decode_nifti}
