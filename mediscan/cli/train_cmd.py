@@ -11,6 +11,7 @@ from rich.table import Table
 
 from mediscan.cli.common import emit_json, parse_duration, user_errors
 from mediscan.progress import console
+from mediscan.training.distributed import is_main_process
 
 
 def models(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
@@ -86,6 +87,8 @@ def train(
             batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
             patience=patience, time_budget=parse_duration(time_budget), balance=balance, tta=tta,
         )
+    if not is_main_process():
+        return
     summary = _headline(run_dir)
     emit_json(summary) if json_out else _print_headline(summary)
 

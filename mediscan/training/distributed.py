@@ -26,6 +26,11 @@ class DistInfo:
         return self.rank == 0
 
 
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a torchrun job."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup(device_type: str) -> DistInfo:
     """Join the process group that torchrun describes in the environment (nccl on CUDA, else gloo)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -40,7 +45,9 @@ def setup(device_type: str) -> DistInfo:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Wait for rank 0 (it evaluates and saves), then leave the process group."""
     if info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -74,6 +74,9 @@ def prepare_data(data: Path, recipe: Recipe, *, split_file: Path | None = None,
                  cache_dir: Path | None = None) -> Prepared:
     """Scan, decode (cached) and split; unreadable files are reported and left out."""
     folder = scan_folder(data)
+    if len(folder.classes) < 2:
+        raise ValueError(f"{data}: found one class ({folder.classes[0]}); point at the folder "
+                         "that holds the class folders (e.g. DATA/cell_images, not DATA)")
     preprocess = preprocess_for(recipe)
     decoded = load_images(folder, preprocess, workers=workers, progress=progress,
                           cache_dir=cache_dir)
