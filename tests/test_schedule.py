@@ -38,3 +38,4 @@ def test_budget_progress_uses_the_larger_of_steps_and_time():
 def test_unknown_schedule():
     with pytest.raises(ValueError, match="onecycle"):
         lr_at(0.5, base_lr=1.0, schedule="triangle")
+

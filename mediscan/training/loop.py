@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,11 +39,49 @@ class Budget:
         return self.progress >= 1.0
 
 
+class StreamedImages:
+    """uint8 images gathered per batch from a memory map, for data sets larger than RAM."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, images: np.ndarray, rows: np.ndarray) -> None:
+        self.images, self.rows = images, np.asarray(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        rows = self.rows[index.cpu().numpy()]
+        order = np.argsort(rows, kind="stable")  # read the file front to back
+        batch = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
+        batch[order] = self.images[rows[order]]
+        return torch.from_numpy(batch)
+
+
+def physical_memory() -> int:
+    """Bytes of RAM on this machine."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def image_source(images: np.ndarray, rows: np.ndarray, device: torch.device,
+                 ram_fraction: float = 0.4) -> torch.Tensor | StreamedImages:
+    """The training images on the device if they fit, in RAM if they fit, else streamed."""
+    rows = np.sort(rows)
+    nbytes = len(rows) * int(np.prod(images.shape[1:]))
+    if nbytes > ram_fraction * physical_memory():
+        return StreamedImages(images, rows)
+    host = torch.from_numpy(np.ascontiguousarray(images[rows]))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return host.to(device) if nbytes < 0.5 * free else host.pin_memory()
+    return host.to(device)
+
+
 @dataclass
 class BatchPipeline:
     """Turns uint8 indices into model-ready float batches on the device."""
 
-    images: torch.Tensor  # uint8 (N, C, S, S), on the device or pinned on the host
+    images: torch.Tensor | StreamedImages  # uint8 (N, C, S, S): device, pinned host, or streamed
     labels: torch.Tensor  # int64 (N,), on the device
     mean: torch.Tensor  # (1, C, 1, 1) on the device
     std: torch.Tensor
@@ -49,7 +89,10 @@ class BatchPipeline:
     augment: BatchAugment | None = None
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[index.to(self.images.device)].to(self.device, non_blocking=True)
+        x = self.images[index.to(self.images.device)]
+        if self.device.type == "cuda" and not x.is_cuda:
+            x = x.pin_memory()
+        x = x.to(self.device, non_blocking=True)
         x = x.float().div_(255.0)
         if self.augment is not None:
             x = self.augment(x)

@@ -25,7 +25,13 @@ from mediscan.models import count_parameters, create_model, model_config
 from mediscan.progress import console, progress_bar
 from mediscan.training import distributed
 from mediscan.training.data_split import make_split
-from mediscan.training.loop import BatchPipeline, Budget, epoch_order, train_one_epoch
+from mediscan.training.loop import (
+    BatchPipeline,
+    Budget,
+    epoch_order,
+    image_source,
+    train_one_epoch,
+)
 from mediscan.training.recipes import Recipe, get_recipe
 from mediscan.training.schedule import lr_at
 from mediscan.transforms import Preprocess
@@ -114,15 +120,6 @@ def _criterion(recipe: Recipe, labels: np.ndarray, num_classes: int, device) -> 
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing)
 
 
-def _device_tensor(images: np.ndarray, index: np.ndarray, device: torch.device) -> torch.Tensor:
-    """The selected uint8 images on the device when they fit comfortably, else pinned on the host."""
-    host = torch.from_numpy(np.ascontiguousarray(images[np.sort(index)]))
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return host.to(device) if host.numel() < 0.5 * free else host.pin_memory()
-    return host.to(device)
-
-
 def _evaluate_split(model: nn.Module, prepared: Prepared, name: str, device: torch.device,
                     tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(logits, labels) of one split."""
@@ -184,7 +181,7 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
     if compile_model:
         model = torch.compile(model)
     pipeline = BatchPipeline(
-        images=_device_tensor(prepared.decoded.images, train_index, device),
+        images=image_source(prepared.decoded.images, train_index, device),
         labels=torch.as_tensor(labels_all[train_index], device=device),
         mean=torch.tensor(prepared.mean, device=device).view(1, -1, 1, 1),
         std=torch.tensor(prepared.std, device=device).view(1, -1, 1, 1),
