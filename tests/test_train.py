@@ -169,3 +169,77 @@ def test_same_seed_same_split_and_losses(data_dir, tmp_path):
     assert (a / "split.json").read_text() == (b / "split.json").read_text()
     loss = [next(csv.DictReader(open(run / "history.csv")))["train_loss"] for run in (a, b)]
     assert float(loss[0]) == pytest.approx(float(loss[1]), rel=1e-4)
+
+
+def _external_yes_no(root):
+    """A tumour/no-tumour style folder from 'another source': mixed sizes and image modes."""
+    rng = np.random.default_rng(7)
+    modes = ["L", "RGB", "RGBA", "P", "I;16"]
+    for k in range(24):
+        kind = ("circle", "cross", "square")[k % 3]
+        label = "no" if kind == "square" else "yes"
+        size = int(rng.integers(40, 120))
+        image = Image.fromarray(shape_image(kind, rng, size=size))
+        mode = modes[k % len(modes)]
+        if mode == "I;16":
+            image = Image.fromarray(np.asarray(image).astype(np.uint16) * 257)
+        else:
+            image = image.convert(mode)
+        (root / label).mkdir(parents=True, exist_ok=True)
+        image.save(root / label / f"ext{k:02d}.png")
+    return root
+
+
+def test_external_validation_with_mapped_labels(run_dir, tmp_path):
+    external = _external_yes_no(tmp_path / "hospital_b")
+    result = CliRunner().invoke(app, [
+        "evaluate", str(run_dir), str(external), "--map", "circle,cross=yes", "--map", "square=no",
+        "--json", "--no-progress", "--resamples", "300"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)["metrics"]
+    assert metrics["classes"] == ["no", "yes"] and metrics["n"] == 24
+    assert metrics["binary"]["positive"] == "yes"
+    for name in ("sensitivity", "specificity"):
+        lo, hi = metrics["headline"][name]["ci"]
+        assert lo <= metrics["headline"][name]["value"] <= hi
+    with open(run_dir / "evaluations" / "hospital_b_predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert metrics["accuracy"] == pytest.approx(
+        accuracy_score([r["true"] for r in rows], [r["predicted"] for r in rows]), abs=1e-9)
+    assert metrics["accuracy"] >= 0.7
+    assert "hospital_b" in (run_dir / "report.html").read_text()
+
+
+def test_unmapped_external_classes_get_an_actionable_error(run_dir, tmp_path):
+    external = _external_yes_no(tmp_path / "other")
+    result = CliRunner().invoke(app, ["evaluate", str(run_dir), str(external), "--no-progress"])
+    assert result.exit_code == 2
+    assert "--map" in result.output
+
+
+def test_robustness_command_is_seeded_and_degrades(run_dir):
+    args = ["robustness", str(run_dir), "--corruptions", "gaussian_noise,blur",
+            "--severities", "1,5", "--json", "--no-progress"]
+    first = json.loads(CliRunner().invoke(app, args).stdout)
+    second = json.loads(CliRunner().invoke(app, args).stdout)
+    assert first["corruptions"] == second["corruptions"]
+    noise = first["corruptions"]["gaussian_noise"]["accuracy"]
+    assert noise[-1] <= first["clean_accuracy"]
+    assert 0 < first["score"] <= 1.5
+    assert (run_dir / "robustness.json").exists() and (run_dir / "plots" / "robustness.png").exists()
+
+
+def test_compare_trains_on_one_split_and_tabulates(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDISCAN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "compare"
+    args = ["compare", str(data_dir), "--models", "resnet18,mobilenet_v3_small", "--out", str(out),
+            "--epochs", "3", "--no-robustness", "--no-progress", "--json", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table = json.loads(result.stdout)
+    assert [row["name"] for row in table["rows"]] == ["resnet18", "mobilenet_v3_small"]
+    assert (out / "resnet18" / "split.json").read_text() == (out / "mobilenet_v3_small" / "split.json").read_text()
+    assert table["mcnemar"][0]["p_value"] is not None
+    assert (out / "report.html").exists() and (out / "plots" / "comparison.png").exists()
+    again = json.loads(CliRunner().invoke(app, args).stdout)  # resumes: nothing retrained
+    assert again["rows"][0]["train_seconds"] == table["rows"][0]["train_seconds"]
