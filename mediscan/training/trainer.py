@@ -95,10 +95,21 @@ def prepare_data(data: Path, recipe: Recipe, *, split_file: Path | None = None,
     return Prepared(folder, decoded, split, indices, preprocess, mean, std)
 
 
+def freeze_early_layers(model: nn.Module, model_name: str) -> int:
+    """Stop gradients through the model's declared early layers; returns parameters frozen."""
+    frozen = 0
+    for layer in model_config(model_name).early_layers:
+        for parameter in model.get_submodule(layer).parameters():
+            parameter.requires_grad_(False)
+            frozen += parameter.numel()
+    return frozen
+
+
 def _optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
     fused = {"fused": True} if device.type == "cuda" else {}
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim > 1]
+    no_decay = [p for p in trainable if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": recipe.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if recipe.optimizer == "adamw":
@@ -303,6 +314,8 @@ def train(data: str | Path, *, recipe: Recipe | str = "default", out: str | Path
         prepared.split.save(run_dir / "split.json")
         _announce_failures(prepared)
     model = create_model(recipe.model, len(prepared.folder.classes), pretrained=recipe.pretrained)
+    if recipe.freeze_early:
+        freeze_early_layers(model, recipe.model)
     model = model.to(torch_device)
     if torch_device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
