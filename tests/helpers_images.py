@@ -165,3 +165,23 @@ def png_claiming(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
             + chunk(b"IEND", b""))
+
+
+def textured(seed: int, size: tuple[int, int] = (64, 64)) -> np.ndarray:
+    """A grey HxW image of random blobs: distinct seeds give unrelated perceptual hashes."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8))
+    smooth = np.asarray(coarse.resize((width, height), Image.BICUBIC), dtype=np.float32)
+    return np.clip(smooth + rng.normal(0, 6, (height, width)), 0, 255).astype(np.uint8)
+
+
+def resized_jpeg_copy(pixels: np.ndarray, path: Path, scale: float = 1.5,
+                      quality: int = 70) -> Path:
+    """Save `pixels` resized by `scale` and JPEG re-encoded (a near duplicate)."""
+    image = Image.fromarray(pixels)
+    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, quality=quality)
+    return path
