@@ -1,0 +1,105 @@
+"""`mediscan explain`, `mediscan export` and `mediscan serve`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mediscan.cli.common import emit_json, user_errors
+from mediscan.progress import console
+
+Run = Annotated[Path, typer.Argument(help="Run folder written by `mediscan train`.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda or mps.")]
+
+
+def explain(
+    run: Run,
+    file: Annotated[Path, typer.Argument(help="The image to explain.")],
+    method: Annotated[str, typer.Option(help="gradcam or gradcam++.")] = "gradcam",
+    target: Annotated[str | None, typer.Option(
+        help="Class to explain (default: the predicted one).")] = None,
+    layer: Annotated[str | None, typer.Option(
+        help="Target layer, a dotted module name (default: the model's cam_layer).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Overlay PNG (default: ./<FILE stem>_cam.png).")] = None,
+    json_out: JsonOut = False,
+    device: Device = None,
+) -> None:
+    """Grad-CAM overlay of one image, on the model's preprocessed view of it."""
+    from PIL import Image
+
+    from mediscan.data.readers import read_image
+    from mediscan.explain import explain as explain_image
+    from mediscan.explain import overlay
+    from mediscan.predict import Classifier
+
+    with user_errors():
+        classifier = Classifier.load(run, device=device)
+        image = read_image(file)
+        cam, prediction = explain_image(classifier, image, method=method, target=target,
+                                        layer=layer)
+        out = out or Path(f"{file.stem}_cam.png")
+        Image.fromarray(overlay(classifier.preprocess(image), cam)).save(out)
+    if json_out:
+        emit_json({**prediction.to_dict(), "method": method, "overlay": str(out)})
+    else:
+        console.print(prediction.sentence(), highlight=False)
+        console.print(f"{method} overlay written to {out}", highlight=False)
+
+
+def export(
+    run: Run,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Write RUN/model.onnx (parity-checked).")]
+    = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    json_out: JsonOut = False,
+) -> None:
+    """Export the model for deployment; checks that it agrees with PyTorch."""
+    from mediscan.export import OnnxBackend, export_onnx
+
+    if not onnx:
+        console.print("[red]error:[/red] choose a format: --onnx")
+        raise typer.Exit(2)
+    with user_errors():
+        path = export_onnx(run, opset=opset)
+    check = OnnxBackend(path).metadata["parity"]
+    if json_out:
+        emit_json({"onnx": str(path), "bytes": path.stat().st_size, "parity": check})
+    else:
+        console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB); parity on "
+                      f"{check['images']} images: max |prob diff| {check['max_abs_prob_diff']:.2e}, "
+                      f"same classes: {check['same_argmax']}", highlight=False)
+
+
+def serve(
+    run: Run,
+    host: Annotated[str, typer.Option(
+        help="Interface to listen on; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    token: Annotated[str | None, typer.Option(
+        envvar="MEDISCAN_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /api/*.")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted, in MiB.")] = 10,
+    abstain_below: Annotated[float | None, typer.Option(
+        help="Mark predictions whose top probability is below P as uncertain.")] = None,
+    device: Device = None,
+) -> None:
+    """REST API and web page on http://HOST:PORT (see /openapi.json)."""
+    import uvicorn
+
+    from mediscan.predict import Classifier
+    from mediscan.serve.app import create_app
+
+    with user_errors():
+        classifier = Classifier.load(run, device=device, abstain_below=abstain_below)
+        app = create_app(classifier, token=token, run_dir=run,
+                         max_upload_bytes=int(max_upload_mb * 2**20))
+    console.print(f"serving {run} on http://{host}:{port}  (not a medical device)", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def register(app: typer.Typer) -> None:
+    for command in (explain, export, serve):
+        app.command()(command)

@@ -1,0 +1,132 @@
+"""ONNX export: parity with PyTorch at several batch sizes, metadata, the onnx Classifier backend."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mediscan.bundle import save_bundle
+from mediscan.cli import app
+from mediscan.export import ExportError, OnnxBackend, export_onnx
+from mediscan.models import create_model, model_config
+from mediscan.predict import Classifier, softmax
+from mediscan.transforms import Preprocess
+
+CLASSES = ("glioma", "meningioma", "notumor")
+
+
+def make_run(run_dir, *, model="seed_cnn", size=130, classes=CLASSES, tta=False, seed=0):
+    """An untrained bundle with the model.json keys `train` writes (fast fixture for API tests)."""
+    torch.manual_seed(seed)
+    cfg = model_config(model)
+    meta = {"name": run_dir.name, "model": model, "classes": list(classes),
+            "preprocess": Preprocess(size=size).to_dict(), "mean": list(cfg.mean),
+            "std": list(cfg.std), "input_size": size, "channels": 3, "temperature": 1.3,
+            "tta": tta, "recipe": {"name": "test"}, "data": {"root": str(run_dir / "data")}}
+    save_bundle(run_dir, create_model(model, len(classes)), meta)
+    return run_dir
+
+
+def add_test_split(run_dir, n=4, size=56):
+    """A few image files under run_dir/data and a split.json listing them as the test set."""
+    rng = np.random.default_rng(3)
+    keys = []
+    for i in range(n):
+        path = run_dir / "data" / CLASSES[i % 3] / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(path)
+        keys.append(f"{CLASSES[i % 3]}/{i}.png")
+    (run_dir / "split.json").write_text(json.dumps({"train": [], "val": [], "test": keys}))
+
+
+def random_batch(n, size=130, seed=1):
+    return np.random.default_rng(seed).integers(0, 256, (n, 3, size, size), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    run = make_run(tmp_path_factory.mktemp("runs") / "tiny")
+    add_test_split(run)
+    export_onnx(run)
+    return run
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnx_probabilities_match_pytorch(exported, batch):
+    torch_clf = Classifier.load(exported, device="cpu")
+    images = random_batch(batch, seed=batch)
+    expected = torch_clf.predict_batch(images)
+    got = softmax(OnnxBackend(exported / "model.onnx").logits_batch(images), torch_clf.temperature)
+    assert got.shape == (batch, len(CLASSES))
+    assert np.abs(got - expected).max() <= 1e-4
+    assert (got.argmax(1) == expected.argmax(1)).all()
+
+
+def test_metadata_documents_preprocessing_and_parity(exported):
+    backend = OnnxBackend(exported / "model.onnx")
+    meta = backend.metadata
+    assert meta["classes"] == list(CLASSES)
+    assert Preprocess.from_dict(meta["preprocess"]) == Preprocess(size=130)
+    assert meta["mean"] == list(model_config("seed_cnn").mean) and meta["temperature"] == 1.3
+    assert meta["model"] == "seed_cnn"
+    assert meta["parity"]["images"] == 6 + 4  # random inputs + the test split's files
+    assert meta["parity"]["max_abs_prob_diff"] <= 1e-4 and meta["parity"]["same_argmax"]
+    graph_input = onnx.load(str(exported / "model.onnx")).graph.input[0]
+    assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert graph_input.type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_onnx_classifier_agrees_with_torch_classifier(exported):
+    images = [np.random.default_rng(i).integers(0, 256, (50 + i, 60), dtype=np.uint8)
+              for i in range(4)]
+    torch_preds = Classifier.load(exported, device="cpu").predict(images)
+    onnx_preds = Classifier.load(exported, backend="onnx").predict(images)
+    for a, b in zip(torch_preds, onnx_preds):
+        assert a.label == b.label
+        assert b.probability == pytest.approx(a.probability, abs=1e-4)
+
+
+@pytest.mark.parametrize("model,size,tta", [("resnet18", 40, True),
+                                            ("efficientnet_lite0", 48, False)])
+def test_registry_models_round_trip(tmp_path, model, size, tta):
+    run = make_run(tmp_path / model, model=model, size=size, tta=tta)
+    export_onnx(run)
+    images = random_batch(5, size=size)
+    expected = Classifier.load(run, device="cpu").logits_batch(images)
+    got = Classifier.load(run, backend="onnx").logits_batch(images)
+    assert np.abs(softmax(got) - softmax(expected)).max() <= 1e-4
+
+
+def test_failed_parity_raises_and_writes_nothing(tmp_path, monkeypatch):
+    run = make_run(tmp_path / "run")
+    monkeypatch.setattr("mediscan.export.PARITY_TOLERANCE", -1.0)
+    with pytest.raises(ExportError, match="disagrees"):
+        export_onnx(run)
+    assert not (run / "model.onnx").exists()
+
+
+def test_onnx_backend_without_export_says_what_to_do(tmp_path):
+    run = make_run(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="mediscan export"):
+        Classifier.load(run, backend="onnx")
+
+
+def test_stale_onnx_is_refused(tmp_path):
+    run = make_run(tmp_path / "run")
+    export_onnx(run)
+    make_run(run, seed=1)  # retrained in place: a new model.json "created"
+    with pytest.raises(ExportError, match="export .* --onnx"):
+        Classifier.load(run, backend="onnx")
+
+
+def test_cli_export(tmp_path):
+    run = make_run(tmp_path / "run")
+    result = CliRunner().invoke(app, ["export", str(run), "--onnx", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["onnx"] == str(run / "model.onnx") and payload["parity"]["same_argmax"]
+    assert CliRunner().invoke(app, ["export", str(run)]).exit_code == 2
