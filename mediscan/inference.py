@@ -40,7 +40,7 @@ def batched_logits(model: nn.Module, images: np.ndarray | torch.Tensor, *, mean,
     model.eval()
     outputs = []
     for start in range(0, len(images), batch_size):
-        chunk = torch.as_tensor(np.asarray(images[start:start + batch_size]))
+        chunk = torch.from_numpy(np.array(images[start:start + batch_size]))  # writable copy
         x = normalize(chunk.to(device, non_blocking=True), mean, std)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
