@@ -202,7 +202,9 @@ def tumour_specs(classes: list[str]) -> list[str] | None:
 
 
 def binary_view(folder: Path, specs: list[str], out: Path) -> Path:
-    """Symlinks of a class-folder set regrouped into tumour / no folders."""
+    """Symlinks of a class-folder set regrouped into tumour / no folders (made once, then reused)."""
+    if out.exists():
+        return out
     targets = {}
     for spec in specs:
         sources, target = spec.split("=")
@@ -239,7 +241,7 @@ def score_set(run: Path, name: str, folder: Path, args: argparse.Namespace, work
     row = {"set": name, "n": metrics["n"], "accuracy": metrics["headline"]["accuracy"]}
     specs = tumour_specs(read_meta(run)["classes"])
     if specs:
-        view = binary_view(folder, specs, work / "binary" / run.name / name)
+        view = binary_view(folder, specs, work / "binary" / name)
         metrics = evaluate_external(run, view, mapping_specs=specs,
                                     name=f"shift-{name}-s{args.seed}-binary", **options)["metrics"]
     row["sensitivity"] = metrics["headline"].get("sensitivity")
@@ -318,12 +320,27 @@ def render(result: dict) -> str:
     return "\n\n".join(text)
 
 
-def run_benchmark(args: argparse.Namespace, work: Path, command: str) -> dict:
-    """Build the sets once, score every run on them."""
-    runs = [args.run, *[Path(r) for r in args.ablation.split(",") if r.strip()]]
+def check_runs(runs: list[Path], phantom: bool) -> None:
+    """Every run is finished and has the first run's classes (the sets use its class folders)."""
+    from mediscan.bundle import read_meta
+    from mediscan.data.phantom import PHANTOM_CLASSES
+
     for run in runs:
         if not (run / "model.json").exists() or not (run / "split.json").exists():
             raise SystemExit(f"{run}: not a finished run folder (model.json and split.json needed)")
+        classes, first = read_meta(run)["classes"], read_meta(runs[0])["classes"]
+        if classes != first:
+            raise SystemExit(f"{run}: classes {classes} differ from {runs[0]}'s {first}; an "
+                             "ablation compares runs trained on the same classes")
+    if phantom and sorted(read_meta(runs[0])["classes"]) != sorted(PHANTOM_CLASSES):
+        raise SystemExit(f"--phantom needs a run with the phantom's classes {list(PHANTOM_CLASSES)}; "
+                         f"{runs[0]} has {read_meta(runs[0])['classes']}")
+
+
+def run_benchmark(args: argparse.Namespace, work: Path, command: str) -> dict:
+    """Build the sets once, score every run on them."""
+    runs = [args.run, *[Path(r) for r in args.ablation.split(",") if r.strip()]]
+    check_runs(runs, args.phantom)
     with cache_in(work / "cache"):
         sets, summary = build_sets(args, work)
         scored = [score_run(run, sets, args, work) for run in runs]

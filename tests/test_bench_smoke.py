@@ -1,0 +1,119 @@
+"""Smoke tests of the bench scripts on tiny inputs: they run and print the expected columns and
+JSON keys. No timing assertions: the figures come from the scripts, run by people."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mediscan.data.phantom import make_phantom
+from mediscan.training.trainer import train
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+TIMEOUT = 180  # generous: the two cores are shared; the whole file usually takes well under a minute
+
+
+def run_script(name: str, *args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    """Run bench/NAME with ARGS in a subprocess and return the finished process."""
+    done = subprocess.run([sys.executable, str(BENCH / name), *args], capture_output=True,
+                          text=True, env=env, timeout=TIMEOUT)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def last_json(stdout: str) -> dict:
+    """The JSON line every bench script prints last."""
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A private decoding cache, so the tests neither read nor fill the user's."""
+    return {**os.environ, "MEDISCAN_CACHE": str(tmp_path_factory.mktemp("cache"))}
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    return make_phantom(tmp_path_factory.mktemp("phantom") / "data", n=40, size=64, seed=0)
+
+
+@pytest.mark.slow
+def test_train_speed_prints_a_row_per_recipe(phantom, env):
+    done = run_script("train_speed.py", str(phantom), "--recipes", "tutorial-cnn", "--epochs", "1",
+                      "--device", "cpu", "--max-images", "32", "--workers", "1", env=env)
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("command: ") and "train_speed.py" in lines[0]
+    header = next(line for line in lines if line.startswith("recipe"))
+    for column in ("train img/s", "infer img/s", "s to val>=0.95", "test acc", "peak RSS MiB",
+                   "peak GPU MiB", "2nd-run start s"):
+        assert column in header
+    result = last_json(done.stdout)
+    assert result["same_split"] is True and result["max_images"] == 32
+    (row,) = result["recipes"]
+    assert row["recipe"] == "tutorial-cnn" and row["epochs"] == 1
+    for key in ("train_images_per_second", "inference_images_per_second", "time_to_target",
+                "test_accuracy", "peak_rss_mib", "peak_gpu_mib", "second_run_start"):
+        assert key in row
+    assert row["second_run_start"]["cache_hit"] is True
+    assert set(row["time_to_target"]) == {"seconds", "epoch", "best_val_acc"}
+
+
+@pytest.mark.slow
+def test_cache_scale_streams_the_right_rows(tmp_path, env):
+    done = run_script("cache_scale.py", "--gib", "0.02", "--size", "32", "--batches", "4",
+                      "--batch-size", "32", "--dir", str(tmp_path), "--json", env=env)
+    assert len(done.stdout.strip().splitlines()) == 1  # --json: the JSON line alone
+    result = last_json(done.stdout)
+    stream = result["stream"]
+    assert stream["streamed"] is True and stream["wrong_rows"] == 0
+    assert stream["images"] == 4 * 32 and stream["batch_shape"] == [32, 3, 32, 32]
+    for key in ("images_per_second", "read_images_per_second", "peak_rss_sampled_mib"):
+        assert key in stream
+    assert result["peak_rss_mib"] > 0
+    assert list(tmp_path.iterdir()) == []  # the file is deleted
+
+
+@pytest.mark.slow
+def test_cache_scale_refuses_without_disk_room(tmp_path, env):
+    done = run_script("cache_scale.py", "--gib", "1000000", "--dir", str(tmp_path), env=env,
+                      check=False)
+    assert done.returncode != 0 and "not enough disk" in done.stderr
+
+
+@pytest.mark.slow
+def test_shift_reports_clean_vs_shifted_sensitivity(phantom, env, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDISCAN_CACHE", env["MEDISCAN_CACHE"])
+    run = train(phantom, recipe="demo", out=tmp_path / "run", device="cpu", progress=False,
+                workers=1, epochs=1, input_size=32, evaluate=False)
+    done = run_script("shift.py", str(run), "--phantom", "--n", "12", "--phantom-size", "64",
+                      "--resamples", "50", "--device", "cpu", env=env)
+    assert "tumour sensitivity" in done.stdout and "drop pts" in done.stdout
+    result = last_json(done.stdout)
+    (first,) = result["runs"]
+    assert set(first["sets"]) == {"clean", "reframed", "phantom", "phantom-shifted"}
+    for row in first["sets"].values():
+        assert {"value", "ci"} <= set(row["sensitivity"]) and {"value", "ci"} <= set(row["specificity"])
+    assert "sensitivity_drop" in first and "phantom_sensitivity_drop" in first
+    assert set(result["reframed"]["modes"]) <= {"L", "RGB", "P", "RGBA"}
+
+
+def test_shift_ablation_table_has_one_row_per_run():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import shift
+    finally:
+        sys.path.remove(str(BENCH))
+    entry = {"value": 0.9, "ci": [0.8, 1.0]}
+    sets = {name: {"n": 10, "accuracy": entry, "sensitivity": entry, "specificity": entry}
+            for name in ("clean", "reframed")}
+    runs = [{"run": f"runs/{name}", "recipe": name, "sets": sets, "sensitivity_drop": 0.0,
+             "phantom_sensitivity_drop": None, "test_overlap": 0} for name in ("full", "no-crop")]
+    frame = {"width": [150, 300], "low_width": [150, 200], "aspect": [0.7, 1.4], "gamma": [0.6, 1.6],
+             "modes": {"L": 1}, "formats": {"PNG": 1}}
+    summary = shift.render({"runs": runs, "reframed": frame}).split("\n\n")[1].splitlines()
+    assert summary[0].startswith("run") and "drop pts" in summary[0]
+    assert [line.split()[0] for line in summary[2:]] == ["full", "no-crop"]
