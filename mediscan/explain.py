@@ -3,8 +3,11 @@
 The class activation map is computed on the *preprocessed* view — the uint8 C x S x S image
 the model actually sees after the bundle's crop, intensity clipping and resize — so the map
 and the overlay are at S x S, aligned with that view, not with the original file's pixels.
-The target layer is the model config's `cam_layer` (overridable), else the last Conv2d.
-Gradients are needed, so explanations use the torch backend only.
+The target layer is the model config's `cam_layer`, or a finer registered layer when the
+input is so small that its map has fewer than MIN_CAM_SIDE cells per side (overridable; a
+comma-separated list fuses layers), else the last Conv2d. Grad-CAM++ is the default method.
+`view_box` maps a location in the original file (a planted mass) onto that view, and
+`peak_inside` scores the pointing game. Gradients are needed: the torch backend only.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ from mediscan.data.readers import ImageReadError, read_image
 from mediscan.models import model_config
 from mediscan.predict import Classifier, Prediction
 from mediscan.progress import console
-from mediscan.transforms import normalize
+from mediscan.transforms import Preprocess, foreground_box, normalize, to_grey
 
 METHODS = ("gradcam", "gradcam++")
+COLORMAPS = ("jet", "inferno")
 DEFAULT_ALPHA = 0.45
+DEFAULT_METHOD = "gradcam++"  # peaks inside the phantom mass more often than Grad-CAM (bench/cam_pointing.py)
+MIN_CAM_SIDE = 12  # cells per side a CAM needs to place a lesion about 1/10 of the image wide
 
 
 def cam_class(method: str) -> type:
@@ -38,27 +44,66 @@ def cam_class(method: str) -> type:
     return classes[method]
 
 
-def find_target_layer(model: nn.Module, architecture: str | None = None,
-                      layer: str | None = None) -> nn.Module:
-    """`layer` if given, else the registry's cam_layer for `architecture`, else the last Conv2d."""
-    name = layer or (_registered_cam_layer(architecture) if architecture else "")
-    if name:
-        try:
-            return model.get_submodule(name)
-        except AttributeError:
-            raise ValueError(f"the model has no layer {name!r}; pass a dotted name from "
-                             "model.named_modules()") from None
+def find_target_layers(model: nn.Module, architecture: str | None = None,
+                       layer: str | None = None,
+                       input_shape: tuple[int, ...] | None = None) -> list[nn.Module]:
+    """`layer` if given, else the registry's default for `architecture`, else the last Conv2d.
+
+    A comma-separated name ("layer2,layer3,layer4") gives several layers, whose maps
+    pytorch-grad-cam averages after scaling each to the input. The registry's default is
+    resolution-aware (`default_cam_layer`) when the input's C x H x W shape is known."""
+    name = layer or (default_cam_layer(model, architecture, input_shape) if architecture else "")
+    names = [part.strip() for part in name.split(",") if part.strip()]
+    if names:
+        return [_submodule(model, part) for part in names]
     convs = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
     if not convs:
         raise ValueError("the model has no Conv2d layer; name a target layer explicitly")
-    return convs[-1]
+    return [convs[-1]]
 
 
-def _registered_cam_layer(architecture: str) -> str:
+def default_cam_layer(model: nn.Module, architecture: str, input_shape: tuple[int, ...] | None = None) -> str:
+    """The registry's cam_layer, or a finer one when its map has < MIN_CAM_SIDE cells per side.
+
+    ResNet's layer4 is 7 x 7 at 224 px and 3 x 3 at 96 px: too coarse to place a lesion a
+    tenth of the field of view wide, so small inputs fall back to layer3, then layer2."""
     try:
-        return model_config(architecture).cam_layer
+        config = model_config(architecture)
     except ValueError:
         return ""
+    candidates = (config.cam_layer, *config.finer_cam_layers) if config.cam_layer else ()
+    if len(candidates) < 2 or input_shape is None:
+        return config.cam_layer
+    sides = feature_sides(model, candidates, input_shape)
+    return next((name for name in candidates if sides[name] >= MIN_CAM_SIDE), candidates[-1])
+
+
+def feature_sides(model: nn.Module, names: Sequence[str], input_shape: tuple[int, ...]) -> dict[str, int]:
+    """The smaller spatial side of each named layer's output for one C x H x W input."""
+    sides: dict[str, int] = {}
+
+    def record(name: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            sides[name] = min(output.shape[-2:])
+        return hook
+
+    hooks = [_submodule(model, name).register_forward_hook(record(name)) for name in names]
+    parameter = next(model.parameters())
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape, dtype=parameter.dtype, device=parameter.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sides
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"the model has no layer {name!r}; pass a dotted name from "
+                         "model.named_modules()") from None
 
 
 def require_torch(classifier: Classifier) -> None:
@@ -80,16 +125,16 @@ def class_index(classifier: Classifier, target: str | int | None, predicted: str
 
 
 def cam_for(classifier: Classifier, preprocessed: np.ndarray, index: int, *,
-            method: str = "gradcam", layer: str | None = None) -> np.ndarray:
+            method: str = DEFAULT_METHOD, layer: str | None = None) -> np.ndarray:
     """CAM (float32 S x S in [0, 1]) of class `index` for one preprocessed uint8 C x S x S image."""
     require_torch(classifier)
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model = classifier.model.eval()
-    target_layer = find_target_layer(model, classifier.meta.get("model"), layer)
+    target_layers = find_target_layers(model, classifier.meta.get("model"), layer, preprocessed.shape)
     batch = torch.as_tensor(preprocessed[None]).to(classifier.device)
     x = normalize(batch, classifier.meta["mean"], classifier.meta["std"]).requires_grad_(True)
-    with torch.enable_grad(), _frozen(model), cam_class(method)(model, [target_layer]) as cam:
+    with torch.enable_grad(), _frozen(model), cam_class(method)(model, target_layers) as cam:
         heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(index)])[0]
     return np.clip(np.nan_to_num(heat.astype(np.float32)), 0.0, 1.0)
 
@@ -107,7 +152,7 @@ def _frozen(model: nn.Module) -> Iterator[None]:
             parameter.requires_grad_(flag)
 
 
-def explain(classifier: Classifier, image: np.ndarray, *, method: str = "gradcam",
+def explain(classifier: Classifier, image: np.ndarray, *, method: str = DEFAULT_METHOD,
             target: str | int | None = None, layer: str | None = None
             ) -> tuple[np.ndarray, Prediction]:
     """(CAM S x S in [0, 1] on the preprocessed view, prediction) for a decoded uint8 image.
@@ -134,22 +179,65 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[..., :3].astype(np.uint8))
 
 
-def heatmap(cam: np.ndarray) -> np.ndarray:
-    """A [0, 1] map coloured with the jet colormap, uint8 H x W x 3."""
+def heatmap(cam: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """A [0, 1] map coloured with a matplotlib colormap (jet or inferno), uint8 H x W x 3."""
     from matplotlib import colormaps
 
-    rgba = colormaps["jet"](np.clip(cam, 0.0, 1.0))
+    if colormap not in COLORMAPS:
+        raise ValueError(f"unknown colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}")
+    rgba = colormaps[colormap](np.clip(cam, 0.0, 1.0))
     return (rgba[..., :3] * 255 + 0.5).astype(np.uint8)
 
 
-def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
+def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = DEFAULT_ALPHA,
+            colormap: str = "jet") -> np.ndarray:
     """The CAM's heatmap blended over the image (C x S x S or H x W[x3]): uint8 RGB H x W x 3."""
     rgb = to_rgb(image)
     if rgb.shape[:2] != cam.shape:
         raise ValueError(f"image {rgb.shape[:2]} and CAM {cam.shape} differ in size; overlay "
                          "the preprocessed image the CAM was computed on")
-    blended = (1 - alpha) * rgb.astype(np.float32) + alpha * heatmap(cam).astype(np.float32)
+    blended = (1 - alpha) * rgb.astype(np.float32) + alpha * heatmap(cam, colormap).astype(np.float32)
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def save_overlay(image: np.ndarray, cam: np.ndarray, path: str | Path, *,
+                 alpha: float = DEFAULT_ALPHA, colormap: str = "jet") -> Path:
+    """Write `overlay(image, cam)` as a PNG (image = the preprocessed view); returns the path."""
+    path = Path(path)
+    Image.fromarray(overlay(image, cam, alpha, colormap)).save(path, format="PNG")
+    return path
+
+
+def view_box(preprocess: Preprocess, image: np.ndarray,
+             box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """A box (x0, y0, x1, y1) in the original image's pixels -> the same box on the preprocessed view.
+
+    Follows `Preprocess`'s geometry (foreground crop, then pad or stretch to S x S), so that a
+    known location (a planted mass) can be compared with a CAM."""
+    height, width = np.asarray(image).shape[:2]
+    top, left = 0, 0
+    if preprocess.crop_foreground:
+        found = foreground_box(to_grey(np.asarray(image)))
+        if found is not None:
+            top, bottom, left, right = found
+            height, width = bottom - top, right - left
+    size = preprocess.size
+    if preprocess.fit == "stretch":
+        sx, sy, ox, oy = size / width, size / height, 0, 0
+    else:
+        scale = size / max(width, height)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        sx, sy = new_w / width, new_h / height
+        ox, oy = (size - new_w) // 2, (size - new_h) // 2
+    x0, y0, x1, y1 = box
+    return ((x0 - left) * sx + ox, (y0 - top) * sy + oy, (x1 - left) * sx + ox, (y1 - top) * sy + oy)
+
+
+def peak_inside(cam: np.ndarray, box: tuple[float, float, float, float]) -> bool:
+    """The pointing game: does the CAM's maximum (pixel centre) lie inside box (x0, y0, x1, y1)?"""
+    row, col = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    x0, y0, x1, y1 = box
+    return bool(x0 <= col + 0.5 <= x1 and y0 <= row + 0.5 <= y1)
 
 
 def _unique_name(path: Path, used: set[str]) -> str:
@@ -162,7 +250,7 @@ def _unique_name(path: Path, used: set[str]) -> str:
 
 
 def save_overlays(classifier: Classifier, paths: Sequence[str | Path], out_dir: str | Path, *,
-                  method: str = "gradcam", layer: str | None = None) -> list[Path]:
+                  method: str = DEFAULT_METHOD, layer: str | None = None) -> list[Path]:
     """Write one `<stem>_cam.png` overlay per readable image; unreadable files are reported."""
     cam_class(method)  # an unknown method fails before any work
     require_torch(classifier)
@@ -177,6 +265,5 @@ def save_overlays(classifier: Classifier, paths: Sequence[str | Path], out_dir: 
             continue
         cam, _ = explain(classifier, image, method=method, layer=layer)
         target = out_dir / _unique_name(path, used)
-        Image.fromarray(overlay(classifier.preprocess(image), cam)).save(target)
-        written.append(target)
+        written.append(save_overlay(classifier.preprocess(image), cam, target))
     return written

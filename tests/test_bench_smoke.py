@@ -84,11 +84,18 @@ def test_cache_scale_refuses_without_disk_room(tmp_path, env):
     assert done.returncode != 0 and "not enough disk" in done.stderr
 
 
+@pytest.fixture(scope="module")
+def tiny_run(phantom, env, tmp_path_factory):
+    """The demo recipe, one epoch at 32 px: a run folder for the scripts that read one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDISCAN_CACHE", env["MEDISCAN_CACHE"])
+        return train(phantom, recipe="demo", out=tmp_path_factory.mktemp("tiny") / "run", device="cpu",
+                     progress=False, workers=1, epochs=1, input_size=32, evaluate=False)
+
+
 @pytest.mark.slow
-def test_shift_reports_clean_vs_shifted_sensitivity(phantom, env, tmp_path, monkeypatch):
-    monkeypatch.setenv("MEDISCAN_CACHE", env["MEDISCAN_CACHE"])
-    run = train(phantom, recipe="demo", out=tmp_path / "run", device="cpu", progress=False,
-                workers=1, epochs=1, input_size=32, evaluate=False)
+def test_shift_reports_clean_vs_shifted_sensitivity(tiny_run, env):
+    run = tiny_run
     done = run_script("shift.py", str(run), "--phantom", "--n", "12", "--phantom-size", "64",
                       "--resamples", "50", "--device", "cpu", env=env)
     assert "tumour sensitivity" in done.stdout and "drop pts" in done.stdout
@@ -117,3 +124,17 @@ def test_shift_ablation_table_has_one_row_per_run():
     summary = shift.render({"runs": runs, "reframed": frame}).split("\n\n")[1].splitlines()
     assert summary[0].startswith("run") and "drop pts" in summary[0]
     assert [line.split()[0] for line in summary[2:]] == ["full", "no-crop"]
+
+
+@pytest.mark.slow
+def test_cam_pointing_prints_hit_rates_per_layer(tiny_run, env):
+    done = run_script("cam_pointing.py", str(tiny_run), "--layers", "layer4", "layer1,layer2",
+                      "--methods", "gradcam,gradcam++", env=env)
+    assert "hit rate" in done.stdout
+    result = last_json(done.stdout)
+    tumours = [k for k in json.loads((tiny_run / "split.json").read_text())["test"]
+               if not k.startswith("notumor")]
+    assert [(r["method"], r["layer"]) for r in result["results"]] == [
+        (method, layer) for method in ("gradcam", "gradcam++") for layer in ("layer4", "layer1,layer2")]
+    for row in result["results"]:
+        assert row["images"] == len(tumours) and 0 <= row["hits"] <= row["images"]

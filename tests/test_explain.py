@@ -11,7 +11,7 @@ from test_export import make_run
 from typer.testing import CliRunner
 
 from mediscan.cli import app
-from mediscan.explain import explain, find_target_layer, overlay, save_overlays
+from mediscan.explain import explain, find_target_layers, overlay, save_overlays
 from mediscan.models import create_model, model_config
 from mediscan.predict import Classifier
 from mediscan.transforms import Preprocess, normalize
@@ -44,10 +44,10 @@ def test_cam_shape_and_range(model, size, method):
 def test_target_layer_override_and_fallback():
     classifier = classifier_for("resnet18", 64)
     model = classifier.model
-    assert find_target_layer(model, "resnet18") is model.layer4
-    assert find_target_layer(model, "resnet18", "layer3") is model.layer3
+    assert find_target_layers(model, "resnet18") == [model.layer4]
+    assert find_target_layers(model, "resnet18", "layer3") == [model.layer3]
     last_conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-    assert find_target_layer(model) is last_conv
+    assert find_target_layers(model) == [last_conv]
     image = np.full((64, 64), 100, dtype=np.uint8)
     cam, _ = explain(classifier, image, layer="layer3", target="c")
     assert cam.shape == (64, 64)

@@ -18,22 +18,21 @@ Device = Annotated[str | None, typer.Option(help="cpu, cuda or mps.")]
 def explain(
     run: Run,
     file: Annotated[Path, typer.Argument(help="The image to explain.")],
-    method: Annotated[str, typer.Option(help="gradcam or gradcam++.")] = "gradcam",
+    method: Annotated[str, typer.Option(help="gradcam++ (default) or gradcam.")] = "gradcam++",
     target: Annotated[str | None, typer.Option(
         help="Class to explain (default: the predicted one).")] = None,
     layer: Annotated[str | None, typer.Option(
         help="Target layer, a dotted module name (default: the model's cam_layer).")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Overlay PNG (default: ./<FILE stem>_cam.png).")] = None,
+    colormap: Annotated[str, typer.Option(help="jet or inferno.")] = "jet",
     json_out: JsonOut = False,
     device: Device = None,
 ) -> None:
     """Grad-CAM overlay of one image, on the model's preprocessed view of it."""
-    from PIL import Image
-
     from mediscan.data.readers import read_image
     from mediscan.explain import explain as explain_image
-    from mediscan.explain import overlay
+    from mediscan.explain import save_overlay
     from mediscan.predict import Classifier
 
     with user_errors():
@@ -41,8 +40,8 @@ def explain(
         image = read_image(file)
         cam, prediction = explain_image(classifier, image, method=method, target=target,
                                         layer=layer)
-        out = out or Path(f"{file.stem}_cam.png")
-        Image.fromarray(overlay(classifier.preprocess(image), cam)).save(out)
+        out = save_overlay(classifier.preprocess(image), cam, out or Path(f"{file.stem}_cam.png"),
+                           colormap=colormap)
     if json_out:
         emit_json({**prediction.to_dict(), "method": method, "overlay": str(out)})
     else:

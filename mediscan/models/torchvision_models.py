@@ -29,10 +29,11 @@ def _replace_linear(parent: nn.Module, attr: str, num_classes: int) -> None:
 
 
 def _family(name: str, arch: str, weights_name: str, head: str, cam_layer: str, size: int,
-            description: str, early_layers: tuple[str, ...] = ()) -> Callable[..., nn.Module]:
+            description: str, early_layers: tuple[str, ...] = (),
+            finer_cam_layers: tuple[str, ...] = ()) -> Callable[..., nn.Module]:
     @register_model(name, input_size=size, cam_layer=cam_layer, description=description,
                     pretrained_source=f"torchvision {weights_name}", family="torchvision",
-                    early_layers=early_layers)
+                    early_layers=early_layers, finer_cam_layers=finer_cam_layers)
     def builder(num_classes: int, pretrained: bool = False) -> nn.Module:
         model = _build(arch, weights_name, pretrained)
         _replace_linear(model, head, num_classes)
@@ -43,15 +44,15 @@ def _family(name: str, arch: str, weights_name: str, head: str, cam_layer: str, 
 
 _FAMILIES = [
     ("resnet18", "resnet18", "ResNet18_Weights.IMAGENET1K_V1", "fc", "layer4", 224,
-     "ResNet-18 (11.2M params; seed recipe 5)", ("conv1", "bn1", "layer1")),
+     "ResNet-18 (11.2M params; seed recipe 5)", ("conv1", "bn1", "layer1"), ("layer3", "layer2")),
     ("resnet50", "resnet50", "ResNet50_Weights.IMAGENET1K_V2", "fc", "layer4", 224,
-     "ResNet-50 (23.5M params)", ("conv1", "bn1", "layer1")),
+     "ResNet-50 (23.5M params)", ("conv1", "bn1", "layer1"), ("layer3", "layer2")),
     ("vgg16", "vgg16", "VGG16_Weights.IMAGENET1K_V1", "classifier", "features.29", 224,
      "VGG16 (134M params; seed recipe 3)"),
     ("densenet121", "densenet121", "DenseNet121_Weights.IMAGENET1K_V1", "classifier",
      "features.norm5", 224, "DenseNet-121 (7M params)"),
     ("efficientnet_b0", "efficientnet_b0", "EfficientNet_B0_Weights.IMAGENET1K_V1", "classifier",
-     "features.8", 224, "EfficientNet-B0 (4M params)"),
+     "features.8", 224, "EfficientNet-B0 (4M params)", (), ("features.5", "features.3")),
     ("mobilenet_v3_small", "mobilenet_v3_small", "MobileNet_V3_Small_Weights.IMAGENET1K_V1",
      "classifier", "features.12", 224, "MobileNetV3-Small (1.5M params)"),
 ]

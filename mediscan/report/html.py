@@ -339,6 +339,7 @@ def render_run_report(run_dir: str | Path) -> Path:
         "worst_errors": (test or {}).get("worst_errors") or [],
         "robustness": robustness,
         "evaluations": evaluations,
+        "localisation": _read_json(run_dir / "localisation.json", problems),
         "limits": _limits(model, test, robustness, calibration, evaluations),
         "problems": problems,
         **_images(run_dir),

@@ -97,7 +97,7 @@ def _api(classifier: Classifier, batcher: MicroBatcher, executor: ThreadPoolExec
         return prediction_payload(prediction, version)
 
     @router.post("/explain", summary="Classify one image and return its Grad-CAM overlay")
-    async def explain_image(file: Upload, method: Method = "gradcam") -> dict:
+    async def explain_image(file: Upload, method: Method = "gradcam++") -> dict:
         if classifier.model is None:
             raise HTTPException(501, "Grad-CAM needs the torch backend; serve without ONNX")
         image = await read(file)
