@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,12 +42,19 @@ class Budget:
 
 
 class StreamedImages:
-    """uint8 images gathered per batch from a memory map, for data sets larger than RAM."""
+    """uint8 images gathered per batch from a memory-mapped cache, for data sets larger than RAM.
+
+    Rows of a memory-mapped .npy file are read with os.preadv into each fresh batch, so the
+    pages go to the kernel's page cache, not into this process: resident memory stays at a
+    few batches however much of the file is read (a plain memmap index would map every page
+    it touches into the process). Any other array is indexed directly."""
 
     device = torch.device("cpu")
 
     def __init__(self, images: np.ndarray, rows: np.ndarray) -> None:
         self.images, self.rows = images, np.asarray(rows)
+        self.row_bytes = int(np.prod(images.shape[1:]))
+        self._file = _mapped_file(images)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -54,8 +63,30 @@ class StreamedImages:
         rows = self.rows[index.cpu().numpy()]
         order = np.argsort(rows, kind="stable")  # read the file front to back
         batch = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
-        batch[order] = self.images[rows[order]]
+        if self._file is None:
+            batch[order] = self.images[rows[order]]
+        else:
+            self._read_rows(batch, rows, order)
         return torch.from_numpy(batch)
+
+    def _read_rows(self, batch: np.ndarray, rows: np.ndarray, order: np.ndarray) -> None:
+        fd, offset = self._file
+        for slot in order:
+            buffer = memoryview(batch[slot]).cast("B")
+            got = os.preadv(fd, [buffer], offset + int(rows[slot]) * self.row_bytes)
+            if got != self.row_bytes:
+                raise OSError(f"short read from {self.images.filename}: row {rows[slot]} ({got} of "
+                              f"{self.row_bytes} bytes); the cache file is truncated, delete it")
+
+
+def _mapped_file(images: np.ndarray) -> tuple[int, int] | None:
+    """(file descriptor, data offset) of a whole C-contiguous memmap (not a view), else None."""
+    if not (isinstance(images, np.memmap) and isinstance(images.base, mmap.mmap)
+            and images.flags.c_contiguous and images.filename and hasattr(os, "preadv")):
+        return None
+    fd = os.open(images.filename, os.O_RDONLY)
+    weakref.finalize(images, os.close, fd)
+    return fd, int(images.offset)
 
 
 def physical_memory() -> int:
