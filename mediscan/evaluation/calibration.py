@@ -8,19 +8,26 @@
      "nll_before": 0.41, "nll_after": 0.30,
      "reliability_before": <reliability_curve>, "reliability_after": <reliability_curve>}
 
-and `selective_prediction` gives the "selective" list:
-`[{"threshold": 0.9, "coverage": 0.8, "accuracy": 0.99, "n_kept": 80}, ...]`.
+`selective_prediction` gives the "selective" list:
+`[{"threshold": 0.9, "coverage": 0.8, "accuracy": 0.99, "n_kept": 80}, ...]`, and
+`abstain_summary` the "abstain" block for one threshold (`mediscan evaluate --abstain-below`)::
+
+    {"threshold": 0.8, "n": 571, "n_kept": 521, "n_uncertain": 50,
+     "coverage": {"value": 0.912, "ci": [0.89, 0.93]},     # percentile bootstrap, as stats.py
+     "accuracy": {"value": 0.991, "ci": [0.98, 1.0]}}      # on the kept; None if none is kept
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
 from mediscan.evaluation.metrics import check_inputs
+from mediscan.evaluation.stats import bootstrap_ci
 
 DEFAULT_THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 TEMPERATURE_BOUNDS = (0.05, 20.0)
@@ -107,6 +114,33 @@ def selective_prediction(
             "n_kept": n_kept,
         })
     return rows
+
+
+def check_abstain_threshold(threshold: float) -> float:
+    """The threshold as a float if it lies in [0, 1); otherwise a ValueError saying what it means."""
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"the abstain threshold must lie in [0, 1), got {threshold}: predictions whose "
+                         "top probability is below it are marked uncertain, e.g. 0.8")
+    return float(threshold)
+
+
+def _selective_at(y_true, probs, *, threshold: float, key: str) -> float | None:
+    """One field ("coverage" or "accuracy") of `selective_prediction` at one threshold."""
+    return selective_prediction(probs, y_true, (threshold,))[0][key]
+
+
+def abstain_summary(probs, y_true, threshold: float, *, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Coverage and accuracy on the kept predictions at one threshold, with bootstrap intervals."""
+    row = selective_prediction(probs, y_true, (check_abstain_threshold(threshold),))[0]
+    n = len(y_true)
+    block = {"threshold": row["threshold"], "n": n, "n_kept": row["n_kept"],
+             "n_uncertain": n - row["n_kept"]}
+    for key in ("coverage", "accuracy"):
+        ci = None if row[key] is None else bootstrap_ci(
+            y_true, probs, partial(_selective_at, threshold=threshold, key=key),
+            n_resamples=n_resamples, seed=seed)
+        block[key] = {"value": row[key], "ci": None if ci is None else list(ci)}
+    return block
 
 
 def calibration_summary(val_logits, val_y, test_logits, test_y, n_bins: int = 15) -> dict:

@@ -13,11 +13,11 @@ import numpy as np
 from mediscan.bundle import load_bundle, read_meta
 from mediscan.data.cache import load_images
 from mediscan.data.folders import scan_folder
-from mediscan.evaluation.calibration import calibration_summary, selective_prediction
+from mediscan.evaluation.calibration import abstain_summary, calibration_summary, selective_prediction
 from mediscan.evaluation.mapping import map_probabilities, parse_mapping, resolve_target_order
 from mediscan.evaluation.stats import metrics_with_ci
 from mediscan.inference import batched_logits, pick_device
-from mediscan.predict import softmax
+from mediscan.predict import DEFAULT_ABSTAIN_BELOW, softmax
 from mediscan.progress import console
 from mediscan.report import plots
 from mediscan.transforms import Preprocess
@@ -34,6 +34,13 @@ class Scored:
     classes: list[str]
     sources: list[str]
     images: np.ndarray  # uint8 N x C x S x S (the preprocessed view the model saw)
+    abstain_below: float | None = None  # None: no abstain block; flags use DEFAULT_ABSTAIN_BELOW
+
+    @property
+    def uncertain(self) -> np.ndarray:
+        """Per sample: top probability below the abstain threshold (`Prediction.uncertain`)."""
+        threshold = DEFAULT_ABSTAIN_BELOW if self.abstain_below is None else self.abstain_below
+        return self.probs.max(axis=1) < threshold
 
 
 def _chw_to_hwc(image: np.ndarray) -> np.ndarray:
@@ -52,11 +59,11 @@ def worst_errors(scored: Scored, limit: int = WORST_ERRORS) -> list[int]:
 def write_predictions_csv(path: Path, scored: Scored) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "true", "predicted", "probability", *scored.classes])
-        for source, truth, row in zip(scored.sources, scored.y_true, scored.probs):
+        writer.writerow(["file", "true", "predicted", "probability", "uncertain", *scored.classes])
+        for source, truth, row, flag in zip(scored.sources, scored.y_true, scored.probs, scored.uncertain):
             top = int(row.argmax())
             writer.writerow([source, scored.classes[truth], scored.classes[top], f"{row[top]:.6f}",
-                             *(f"{p:.6f}" for p in row)])
+                             int(flag), *(f"{p:.6f}" for p in row)])
 
 
 def write_plots(plot_dir: Path, scored: Scored, prefix: str = "") -> list[dict]:
@@ -68,16 +75,17 @@ def write_plots(plot_dir: Path, scored: Scored, prefix: str = "") -> list[dict]:
     plots.plot_confusion(metrics_cm, scored.classes, plot_dir / f"{prefix}confusion_normalized.png",
                          normalized=True)
     plots.plot_roc(scored.y_true, scored.probs, scored.classes, plot_dir / f"{prefix}roc.png")
-    errors = worst_errors(scored)
+    errors, uncertain = worst_errors(scored), scored.uncertain
     if errors:
         titles = [f"true {scored.classes[scored.y_true[i]]}\npred "
                   f"{scored.classes[scored.probs[i].argmax()]} {scored.probs[i].max():.0%}"
-                  for i in errors]
+                  f"{' uncertain' if uncertain[i] else ''}" for i in errors]
         plots.plot_gallery([_chw_to_hwc(scored.images[i]) for i in errors], titles,
                            plot_dir / f"{prefix}worst_errors.png", ncols=4)
     return [{"file": scored.sources[i], "true": scored.classes[scored.y_true[i]],
              "predicted": scored.classes[int(scored.probs[i].argmax())],
-             "probability": float(scored.probs[i].max())} for i in errors]
+             "probability": float(scored.probs[i].max()), "uncertain": bool(uncertain[i])}
+            for i in errors]
 
 
 def _confusion(scored: Scored) -> np.ndarray:
@@ -88,10 +96,13 @@ def _confusion(scored: Scored) -> np.ndarray:
 
 
 def score_metrics(scored: Scored, *, n_resamples: int, seed: int = 0) -> dict:
-    """Metrics with bootstrap intervals plus the selective-prediction curve."""
+    """Metrics with bootstrap intervals, the selective-prediction curve and the abstain block."""
     result = metrics_with_ci(scored.y_true, scored.probs, scored.classes,
                              n_resamples=n_resamples, seed=seed)
     result["selective"] = selective_prediction(scored.probs, scored.y_true)
+    if scored.abstain_below is not None:
+        result["abstain"] = abstain_summary(scored.probs, scored.y_true, scored.abstain_below,
+                                            n_resamples=n_resamples, seed=seed)
     return result
 
 
@@ -123,7 +134,8 @@ def _split_logits(model, meta: dict, prepared, name: str, device):
 
 
 def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progress: bool = True,
-                 n_resamples: int = 1000, workers: int | None = None) -> dict:
+                 n_resamples: int = 1000, workers: int | None = None,
+                 abstain_below: float | None = None) -> dict:
     """Score the run's own test split; writes metrics.json, predictions.csv, plots and the report."""
     run_dir, device = Path(run_dir), pick_device(device)
     model, meta = _model_and_meta(run_dir, model, device)
@@ -134,7 +146,7 @@ def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progr
         return {}
     scored = Scored(y_test, softmax(test_logits, meta.get("temperature", 1.0)), meta["classes"],
                     [prepared.folder.samples[i].key for i in test_index],
-                    prepared.decoded.images[test_index])
+                    prepared.decoded.images[test_index], abstain_below)
     result = {"test": score_metrics(scored, n_resamples=n_resamples)}
     val_logits, y_val, _ = _split_logits(model, meta, prepared, "val", device)
     if len(y_val):
@@ -196,7 +208,8 @@ def _slug(path: Path) -> str:
 
 def evaluate_external(run_dir: Path, data: Path, *, mapping_specs: list[str] | None = None,
                       name: str | None = None, device=None, progress: bool = True,
-                      n_resamples: int = 1000, workers: int | None = None) -> dict:
+                      n_resamples: int = 1000, workers: int | None = None,
+                      abstain_below: float | None = None) -> dict:
     """Score a run on another data set (classes mapped if needed); writes evaluations/NAME.json."""
     run_dir, device = Path(run_dir), pick_device(device)
     model, meta = load_bundle(run_dir, device=device)
@@ -206,7 +219,7 @@ def evaluate_external(run_dir: Path, data: Path, *, mapping_specs: list[str] | N
                     meta.get("temperature", 1.0))
     if ext.mapping:
         probs = map_probabilities(probs, meta["classes"], ext.mapping, ext.classes)
-    scored = Scored(ext.y_true, probs, ext.classes, ext.keys, ext.images)
+    scored = Scored(ext.y_true, probs, ext.classes, ext.keys, ext.images, abstain_below)
     name = name or _slug(Path(data))
     out_dir = run_dir / "evaluations"
     result = {"name": name, "data": str(data), "mapping": ext.mapping or {},

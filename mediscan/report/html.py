@@ -21,7 +21,8 @@ metrics.json::
     {"test": <stats.metrics_with_ci output>,          # see mediscan/evaluation/stats.py
              # optional extras inside "test":
              #   "selective": <calibration.selective_prediction output>,
-             #   "worst_errors": [{"file", "true", "predicted", "probability"}, ...]
+             #   "abstain": <calibration.abstain_summary output>,   # evaluate --abstain-below
+             #   "worst_errors": [{"file", "true", "predicted", "probability", "uncertain"}, ...]
      "val": <classification_metrics or metrics_with_ci output>,   # optional
      "split": {"train": 4571, "val": 571, "test": 572},        # sizes (or any small dict)
      "calibration": <calibration.calibration_summary output>}  # optional
@@ -34,7 +35,7 @@ evaluations/<name>.json (external data)::
 
     {"name": "hospital-b", "data": "/data/other", "created": "...",
      "mapping": {"glioma": "yes", ..., "notumor": "no"},      # optional
-     "metrics": <metrics_with_ci output over the data's classes, + "selective"/"worst_errors">,
+     "metrics": <metrics_with_ci output over the data's classes, + "selective"/"abstain"/"worst_errors">,
      "skipped": [{"path", "reason"}]}                          # optional
 evaluations/<name>/*.png: that evaluation's confusion_normalized.png, roc.png, worst_errors.png.
 
@@ -336,6 +337,7 @@ def render_run_report(run_dir: str | Path) -> Path:
         "history": history,
         "calibration": calibration,
         "selective": (metrics or {}).get("selective") or (test or {}).get("selective"),
+        "abstain": (test or {}).get("abstain"),
         "worst_errors": (test or {}).get("worst_errors") or [],
         "robustness": robustness,
         "evaluations": evaluations,
