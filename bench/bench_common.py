@@ -7,8 +7,11 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 MIB = 2**20
@@ -103,3 +106,16 @@ def _jsonable(value):
 def log(message: str) -> None:
     """A progress line on stderr (stdout stays the table and the JSON line)."""
     print(message, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def scratch_dir(prefix: str, parent: str | Path | None = None, keep: bool = False) -> Iterator[Path]:
+    """A temporary folder for one benchmark, removed afterwards unless `keep` (then logged)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield work
+    finally:
+        if keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from bench_common import announce, emit, fmt, fmt_ci, log, machine, table
+from bench_common import announce, emit, fmt, fmt_ci, log, machine, scratch_dir, table
 
 LETTERS = "abcdABCDLR"
 MODES = ("L", "RGB", "P", "RGBA")
@@ -353,15 +351,9 @@ def main(argv: list[str] | None = None) -> None:
     """Build the sets, evaluate, print, clean up."""
     args = parse_args(argv)
     command = announce(args.json)
-    work = Path(tempfile.mkdtemp(prefix="mediscan-shift-", dir=args.dir))
-    try:
+    with scratch_dir("mediscan-shift-", args.dir, args.keep) as work:
         result = run_benchmark(args, work, command)
-        emit(result, json_only=args.json, text=render(result))
-    finally:
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    emit(result, json_only=args.json, text=render(result))
 
 
 if __name__ == "__main__":

@@ -31,16 +31,14 @@ import csv
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench_common import MIB, announce, emit, fmt, fmt_ci, log, machine, peak_rss_mib, table
+from bench_common import MIB, announce, emit, fmt, fmt_ci, log, machine, peak_rss_mib, scratch_dir, table
 
 CHILD_FLAG = "--child-recipe"
 
@@ -259,16 +257,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_recipe(args.child_recipe, args), default=float), flush=True)
         return
     command = announce(args.json)
-    work = Path(tempfile.mkdtemp(prefix="mediscan-train-speed-", dir=args.dir))
-    try:
+    with scratch_dir("mediscan-train-speed-", args.dir, args.keep) as work:
         result = run_all(args, work, command)
-        emit(result, json_only=args.json,
-             text=render(result["recipes"], args.target_acc, result["import_seconds"]))
-    finally:
-        if args.keep:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    emit(result, json_only=args.json, text=render(result["recipes"], args.target_acc, result["import_seconds"]))
 
 
 if __name__ == "__main__":
