@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import mediscan
+from mediscan.inference import uses_channels_last
 from mediscan.models import create_model
 
 WEIGHTS_FILE = "model.safetensors"
@@ -75,7 +76,10 @@ def load_bundle(run_dir: Path, *, device: str | torch.device = "cpu") -> tuple[n
                           "the folder was copied incompletely.")
     model = create_model(meta["model"], len(meta["classes"]))
     model.load_state_dict(load_file(str(weights)))
-    return model.to(device).eval(), meta
+    model = model.to(device)
+    if uses_channels_last(device):
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval(), meta
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,

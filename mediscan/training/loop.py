@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mediscan.augment import BatchAugment
-from mediscan.inference import autocast_for
+from mediscan.inference import autocast_for, uses_channels_last
 
 
 @dataclass
@@ -128,7 +128,7 @@ class BatchPipeline:
         if self.augment is not None:
             x = self.augment(x)
         x = (x - self.mean) / self.std
-        if self.device.type == "cuda":
+        if uses_channels_last(self.device):
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.labels[index.to(self.labels.device)]
 

@@ -20,7 +20,7 @@ from mediscan.data.cache import DecodedImages, load_images
 from mediscan.data.folders import ImageFolder, scan_folder
 from mediscan.data.split import Split
 from mediscan.evaluation.calibration import fit_temperature
-from mediscan.inference import batched_logits, pick_device
+from mediscan.inference import batched_logits, pick_device, uses_channels_last
 from mediscan.models import count_parameters, create_model, model_config
 from mediscan.progress import console, progress_bar
 from mediscan.training import distributed
@@ -317,7 +317,7 @@ def train(data: str | Path, *, recipe: Recipe | str = "default", out: str | Path
     if recipe.freeze_early:
         freeze_early_layers(model, recipe.model)
     model = model.to(torch_device)
-    if torch_device.type == "cuda":
+    if uses_channels_last(torch_device):
         model = model.to(memory_format=torch.channels_last)
     result = fit(model, prepared, recipe, device=torch_device, run_dir=run_dir,
                  dist_info=dist_info, progress=progress, resume=resume,
