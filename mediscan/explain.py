@@ -12,6 +12,7 @@ comma-separated list fuses layers), else the last Conv2d. Grad-CAM++ is the defa
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,13 +26,14 @@ from mediscan.data.readers import ImageReadError, read_image
 from mediscan.models import model_config
 from mediscan.predict import Classifier, Prediction
 from mediscan.progress import console
-from mediscan.transforms import Preprocess, foreground_box, normalize, to_grey
+from mediscan.transforms import Preprocess, foreground_box, normalize, placement, to_grey
 
 METHODS = ("gradcam", "gradcam++")
 COLORMAPS = ("jet", "inferno")
 DEFAULT_ALPHA = 0.45
 DEFAULT_METHOD = "gradcam++"  # peaks inside the phantom mass more often than Grad-CAM (bench/cam_pointing.py)
 MIN_CAM_SIDE = 12  # cells per side a CAM needs to place a lesion about 1/10 of the image wide
+_CHOSEN_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def cam_class(method: str) -> type:
@@ -74,8 +76,12 @@ def default_cam_layer(model: nn.Module, architecture: str, input_shape: tuple[in
     candidates = (config.cam_layer, *config.finer_cam_layers) if config.cam_layer else ()
     if len(candidates) < 2 or input_shape is None:
         return config.cam_layer
-    sides = feature_sides(model, candidates, input_shape)
-    return next((name for name in candidates if sides[name] >= MIN_CAM_SIDE), candidates[-1])
+    chosen = _CHOSEN_LAYERS.setdefault(model, {})
+    key = (architecture, tuple(input_shape))
+    if key not in chosen:  # one probing forward pass per model and input shape, not per image
+        sides = feature_sides(model, candidates, input_shape)
+        chosen[key] = next((name for name in candidates if sides[name] >= MIN_CAM_SIDE), candidates[-1])
+    return chosen[key]
 
 
 def feature_sides(model: nn.Module, names: Sequence[str], input_shape: tuple[int, ...]) -> dict[str, int]:
@@ -221,14 +227,8 @@ def view_box(preprocess: Preprocess, image: np.ndarray,
         if found is not None:
             top, bottom, left, right = found
             height, width = bottom - top, right - left
-    size = preprocess.size
-    if preprocess.fit == "stretch":
-        sx, sy, ox, oy = size / width, size / height, 0, 0
-    else:
-        scale = size / max(width, height)
-        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-        sx, sy = new_w / width, new_h / height
-        ox, oy = (size - new_w) // 2, (size - new_h) // 2
+    new_w, new_h, ox, oy = placement(width, height, preprocess.size, preprocess.fit)
+    sx, sy = new_w / width, new_h / height
     x0, y0, x1, y1 = box
     return ((x0 - left) * sx + ox, (y0 - top) * sy + oy, (x1 - left) * sx + ox, (y1 - top) * sy + oy)
 

@@ -177,17 +177,24 @@ def clip_intensity(img: np.ndarray, low: float, high: float) -> np.ndarray:
 
 # ---- size ----------------------------------------------------------------------------------
 
+def placement(width: int, height: int, size: int, fit: str) -> tuple[int, int, int, int]:
+    """Where a width x height image lands in the size x size output: (new_w, new_h, left, top)."""
+    if fit == "stretch":
+        return size, size, 0, 0
+    scale = size / max(width, height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    return new_w, new_h, (size - new_w) // 2, (size - new_h) // 2
+
+
 def resize(img: np.ndarray, size: int, fit: str) -> np.ndarray:
     """Resize to size x size: stretch, or keep the aspect ratio and pad with black (centred)."""
     pil = Image.fromarray(np.ascontiguousarray(img))
+    new_w, new_h, left, top = placement(*pil.size, size, fit)
+    resized = np.asarray(pil.resize((new_w, new_h), RESAMPLE))
     if fit == "stretch":
-        return np.asarray(pil.resize((size, size), RESAMPLE))
-    w, h = pil.size
-    scale = size / max(w, h)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+        return resized
     out = np.zeros((size, size, *img.shape[2:]), dtype=np.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    out[top:top + new_h, left:left + new_w] = np.asarray(pil.resize((new_w, new_h), RESAMPLE))
+    out[top:top + new_h, left:left + new_w] = resized
     return out
 
 

@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 
 import mediscan
 from mediscan.data.readers import DEFAULT_MAX_PIXELS
-from mediscan.explain import DEFAULT_ALPHA, explain, overlay, to_rgb
+from mediscan.explain import DEFAULT_ALPHA, DEFAULT_METHOD, explain, overlay, to_rgb
 from mediscan.predict import Classifier, Prediction
 from mediscan.serve.batching import MicroBatcher
 from mediscan.serve.uploads import ENVELOPE_BYTES, ApiGuard, decode_upload, too_large_message
@@ -97,7 +97,7 @@ def _api(classifier: Classifier, batcher: MicroBatcher, executor: ThreadPoolExec
         return prediction_payload(prediction, version)
 
     @router.post("/explain", summary="Classify one image and return its Grad-CAM overlay")
-    async def explain_image(file: Upload, method: Method = "gradcam++") -> dict:
+    async def explain_image(file: Upload, method: Method = DEFAULT_METHOD) -> dict:
         if classifier.model is None:
             raise HTTPException(501, "Grad-CAM needs the torch backend; serve without ONNX")
         image = await read(file)
