@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,11 @@ class AugmentConfig:
     noise: float = 0.0  # max Rician noise std (image range 0..1)
     downsample: float = 1.0  # smallest resolution factor
     p_photometric: float = 0.5  # probability of each photometric op per sample
+    skull_strip: float = 0.0  # probability of keeping only an eroded head mask (brain extraction)
+    strip_depth: tuple[float, float] = (0.03, 0.10)  # erosion, as a fraction of the image side
+    intensity_curve: float = 0.0  # probability of a random (non-monotonic) curve on the foreground
+    invert: float = 0.0  # probability that the curve inverts the foreground (T1 <-> T2-like)
+    curve_knots: int = 6  # control points of the random intensity curve
 
 
 PRESETS: dict[str, AugmentConfig] = {
@@ -49,6 +54,10 @@ PRESETS: dict[str, AugmentConfig] = {
         noise=0.05, downsample=0.4, p_photometric=0.35,
     ),
 }
+# MRI of any weighting and any site: the strong preset plus brain-extraction-like masking and
+# random intensity curves, so that neither the skull nor the contrast can stand in for a label.
+PRESETS["mri"] = replace(PRESETS["strong"], scale=(0.75, 1.3), skull_strip=0.4, intensity_curve=0.6,
+                         invert=0.25)
 
 
 def get_preset(name: str) -> AugmentConfig:
@@ -56,6 +65,19 @@ def get_preset(name: str) -> AugmentConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown augmentation preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def filled_head(batch: torch.Tensor, level: float = 0.02) -> torch.Tensor:
+    """(N, 1, H, W) 0/1 mask of the head: pixels between the first and last bright pixel of
+    both their row and their column, so dark ventricles and CSF inside the head count too."""
+    bright = (batch.amax(dim=1, keepdim=True) > level).to(torch.uint8)
+
+    def between(dim: int) -> torch.Tensor:
+        after_first = bright.cummax(dim=dim).values
+        before_last = bright.flip(dim).cummax(dim=dim).values.flip(dim)
+        return after_first & before_last
+
+    return (between(2) & between(3)).to(batch.dtype)
 
 
 class BatchAugment:
@@ -73,7 +95,8 @@ class BatchAugment:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         batch = self._affine(batch)
-        for op in (self._bias_field, self._gamma_contrast, self._blur, self._downsample, self._noise):
+        for op in (self._skull_strip, self._intensity_curve, self._bias_field, self._gamma_contrast,
+                   self._blur, self._downsample, self._noise):
             batch = op(batch)
         return batch.clamp_(0.0, 1.0)
 
@@ -109,6 +132,45 @@ class BatchAugment:
 
     def _masked(self, batch: torch.Tensor, changed: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return torch.where(self._per_sample(mask, batch) > 0, changed, batch)
+
+    def _skull_strip(self, batch: torch.Tensor) -> torch.Tensor:
+        """Keep an eroded copy of the head mask: the scalp and skull go, as in brain extraction."""
+        c = self.config
+        if not c.skull_strip:
+            return batch
+        depth = float(self._uniform(1, *c.strip_depth))
+        radius = max(1, round(depth * batch.shape[-1]))
+        outside = F.max_pool2d(1 - filled_head(batch), 2 * radius + 1, stride=1, padding=radius)
+        brain = F.avg_pool2d(1 - outside, 3, stride=1, padding=1)  # a one-pixel soft edge
+        return self._masked(batch, batch * brain, self._chance(batch.shape[0], c.skull_strip))
+
+    def _curves(self, n: int) -> torch.Tensor:
+        """(N, K) random intensity curves through (0, 0): half monotonic, some inverted."""
+        c = self.config
+        knots = torch.rand(n, c.curve_knots, generator=self.generator) * 0.9 + 0.1
+        monotonic = self._chance(n, 0.5).view(-1, 1)
+        knots = torch.where(monotonic, knots.sort(dim=1).values, knots)
+        inverted = self._chance(n, c.invert).view(-1, 1)
+        knots = torch.where(inverted, knots.sort(dim=1, descending=True).values, knots)
+        return torch.cat([torch.zeros(n, 1), knots], dim=1)
+
+    def _intensity_curve(self, batch: torch.Tensor) -> torch.Tensor:
+        """Map each image's intensities through its own random piecewise-linear curve, 0 kept at 0.
+
+        Tissue contrast is what tells MRI weightings apart; a random curve per image (the
+        SynthSeg idea) makes it useless as a label cue, while shapes and edges survive."""
+        c = self.config
+        if not c.intensity_curve:
+            return batch
+        n = batch.shape[0]
+        curves = self._curves(n).to(batch.device, batch.dtype)
+        segments = curves.shape[1] - 1
+        position = batch.clamp(0, 1).reshape(n, -1) * segments
+        low = position.floor().clamp(max=segments - 1)
+        frac = position - low
+        low = low.long()
+        mapped = curves.gather(1, low) * (1 - frac) + curves.gather(1, low + 1) * frac
+        return self._masked(batch, mapped.view_as(batch), self._chance(n, c.intensity_curve))
 
     def _gamma_contrast(self, batch: torch.Tensor) -> torch.Tensor:
         c = self.config

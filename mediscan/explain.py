@@ -220,6 +220,13 @@ def view_box(preprocess: Preprocess, image: np.ndarray,
 
     Follows `Preprocess`'s geometry (foreground crop, then pad or stretch to S x S), so that a
     known location (a planted mass) can be compared with a CAM."""
+    sx, sy, ox, oy, left, top = _view_geometry(preprocess, image)
+    x0, y0, x1, y1 = box
+    return ((x0 - left) * sx + ox, (y0 - top) * sy + oy, (x1 - left) * sx + ox, (y1 - top) * sy + oy)
+
+
+def _view_geometry(preprocess: Preprocess, image: np.ndarray) -> tuple[float, float, float, float, int, int]:
+    """(scale x, scale y, offset x, offset y, crop left, crop top) of `Preprocess` on this image."""
     height, width = np.asarray(image).shape[:2]
     top, left = 0, 0
     if preprocess.crop_foreground:
@@ -228,9 +235,14 @@ def view_box(preprocess: Preprocess, image: np.ndarray,
             top, bottom, left, right = found
             height, width = bottom - top, right - left
     new_w, new_h, ox, oy = placement(width, height, preprocess.size, preprocess.fit)
-    sx, sy = new_w / width, new_h / height
-    x0, y0, x1, y1 = box
-    return ((x0 - left) * sx + ox, (y0 - top) * sy + oy, (x1 - left) * sx + ox, (y1 - top) * sy + oy)
+    return new_w / width, new_h / height, ox, oy, left, top
+
+
+def view_point_to_image(preprocess: Preprocess, image: np.ndarray,
+                        point: tuple[float, float]) -> tuple[float, float]:
+    """A point (x, y) on the preprocessed view -> the same point in the original image's pixels."""
+    sx, sy, ox, oy, left, top = _view_geometry(preprocess, image)
+    return (point[0] - ox) / sx + left, (point[1] - oy) / sy + top
 
 
 def peak_inside(cam: np.ndarray, box: tuple[float, float, float, float]) -> bool:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mediscan.augment import PRESETS, AugmentConfig, BatchAugment, get_preset
+from mediscan.augment import PRESETS, AugmentConfig, BatchAugment, filled_head, get_preset
 
 
 def _batch(n: int = 8, size: int = 32) -> torch.Tensor:
@@ -63,3 +63,28 @@ def test_bias_field_is_smooth_and_multiplicative():
 def test_unknown_preset_lists_choices():
     with pytest.raises(ValueError, match="strong"):
         get_preset("wild")
+
+
+def test_intensity_curve_keeps_background_black_and_changes_tissue_contrast():
+    config = AugmentConfig(intensity_curve=1.0, invert=0.5)
+    batch = torch.zeros(16, 3, 32, 32)
+    batch[:, :, 8:24, 8:24] = torch.linspace(0.1, 0.9, 16).view(1, 1, 1, 16)
+    out = BatchAugment(config, seed=0)(batch.clone())
+    assert torch.all(out[:, :, :8] == 0) and torch.all(out[:, :, :, :8] == 0)
+    assert torch.equal(out[:, 0], out[:, 1])  # one curve for all channels: grey stays grey
+    ramp = out[:, 0, 16, 8:24]
+    rising = (ramp[:, -1] > ramp[:, 0]).float().mean()
+    assert 0.1 < rising < 0.9  # some curves invert the ramp, some keep its direction
+    assert (out - batch).abs().amax() > 0.1
+
+
+def test_skull_strip_removes_the_rim_and_keeps_dark_inner_tissue():
+    config = AugmentConfig(skull_strip=1.0, strip_depth=(0.125, 0.125))
+    batch = torch.zeros(2, 1, 64, 64)
+    batch[:, :, 8:56, 8:56] = 1.0  # the head, skull included
+    batch[:, :, 28:36, 28:36] = 0.0  # a dark ventricle inside
+    out = BatchAugment(config, seed=0)(batch.clone())
+    assert torch.all(out[:, :, 8:12, :] == 0)  # the rim (8 pixels deep) is gone
+    assert torch.all(out[:, :, 20:27, 20:44] == 1)  # tissue well inside stays
+    head = filled_head(batch)
+    assert torch.all(head[:, :, 28:36, 28:36] == 1)  # the hole counts as head

@@ -37,7 +37,8 @@ def _headline(run_dir: Path) -> dict:
     metrics_file = run_dir / "metrics.json"
     meta = json.loads((run_dir / "model.json").read_text())
     summary = {"run": str(run_dir), "model": meta["model"], "classes": meta["classes"],
-               "train_seconds": meta["train_seconds"], "best_epoch": meta["best_epoch"]}
+               "train_seconds": meta["train_seconds"], "best_epoch": meta["best_epoch"],
+               "epochs_run": meta.get("epochs_run"), "images_seen": meta.get("images_seen")}
     if metrics_file.exists():
         headline = json.loads(metrics_file.read_text()).get("test", {}).get("headline", {})
         summary["test_accuracy"] = headline.get("accuracy")
@@ -60,13 +61,15 @@ def _print_headline(summary: dict) -> None:
     text = f"test accuracy {acc['value']:.4f} (95% CI {acc['ci'][0]:.4f}-{acc['ci'][1]:.4f})" \
         if isinstance(acc, dict) else "no test split evaluated"
     console.print(f"[green]done[/green]: {summary['run']} | {summary['model']} | {text} | "
-                  f"trained in {summary['train_seconds']:.0f}s (best epoch {summary['best_epoch']})")
+                  f"trained in {summary['train_seconds']:.0f}s, {summary['epochs_run']} epochs, "
+                  f"{summary['images_seen']:,} images seen (best epoch {summary['best_epoch']})")
 
 
 def train(
     data: Path = typer.Argument(..., help="Folder of class folders (or Training/Testing, train/val/test, .npz)."),
     model: Optional[str] = typer.Option(None, help="Model name (see `mediscan models`)."),
-    recipe: str = typer.Option("default", help="Named recipe, e.g. default, cpu, tutorial-cnn."),
+    recipe: Optional[str] = typer.Option(
+        None, help="Named recipe, e.g. default (GPU), cpu, tutorial-cnn; default: the one for this device."),
     out: Optional[Path] = typer.Option(None, help="Run folder to write (default runs/<time>)."),
     epochs: Optional[int] = typer.Option(None, help="Override the recipe's epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Override the batch size."),

@@ -135,8 +135,10 @@ def _split_logits(model, meta: dict, prepared, name: str, device):
 
 def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progress: bool = True,
                  n_resamples: int = 1000, workers: int | None = None,
-                 abstain_below: float | None = None) -> dict:
-    """Score the run's own test split; writes metrics.json, predictions.csv, plots and the report."""
+                 abstain_below: float | None = None, val_logits: np.ndarray | None = None) -> dict:
+    """Score the run's own test split; writes metrics.json, predictions.csv, plots and the report.
+
+    `val_logits`: the validation split's logits if the caller has them (training just scored it)."""
     run_dir, device = Path(run_dir), pick_device(device)
     model, meta = _model_and_meta(run_dir, model, device)
     prepared = prepared or load_run_data(run_dir, meta, workers=workers, progress=progress)
@@ -148,7 +150,10 @@ def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progr
                     [prepared.folder.samples[i].key for i in test_index],
                     prepared.decoded.images[test_index], abstain_below)
     result = {"test": score_metrics(scored, n_resamples=n_resamples)}
-    val_logits, y_val, _ = _split_logits(model, meta, prepared, "val", device)
+    if val_logits is None:
+        val_logits, y_val, _ = _split_logits(model, meta, prepared, "val", device)
+    else:
+        y_val = prepared.folder.labels[np.sort(prepared.indices["val"])]
     if len(y_val):
         result["calibration"] = calibration_summary(val_logits, y_val, test_logits, y_test)
         plots.plot_reliability(result["calibration"]["reliability_before"],

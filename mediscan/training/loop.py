@@ -25,6 +25,7 @@ class Budget:
     seconds: float | None = None
     step: int = 0
     started: float = 0.0
+    step_seconds: float = 0.0  # the last step's duration: a step that would overrun is not begun
 
     def start(self) -> None:
         self.started = self.started or time.perf_counter()
@@ -38,6 +39,8 @@ class Budget:
 
     @property
     def exhausted(self) -> bool:
+        if self.seconds and time.perf_counter() + self.step_seconds - self.started >= self.seconds:
+            return True
         return self.progress >= 1.0
 
 
@@ -157,6 +160,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, criterio
         index = order[start:start + batch_size]
         if len(index) < 2 or budget.exhausted:
             break
+        step_began = time.perf_counter()
         lr = set_lr(budget.progress)
         x, y = pipeline.batch(index)
         with autocast_for(device):
@@ -166,6 +170,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, criterio
         loss.backward()
         optimizer.step()
         budget.step += 1
+        budget.step_seconds = time.perf_counter() - step_began
         loss_sum += loss.detach() * len(index)
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(index)

@@ -34,6 +34,7 @@ from mediscan.training.loop import (
 )
 from mediscan.training.recipes import Recipe, get_recipe
 from mediscan.training.schedule import lr_at
+from mediscan.training.time_plan import TimePlan
 from mediscan.transforms import Preprocess
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
@@ -140,12 +141,16 @@ def _evaluate_split(model: nn.Module, prepared: Prepared, name: str, device: tor
     return logits, prepared.folder.labels[index]
 
 
-def _val_metrics(model, prepared, device, criterion) -> dict:
+def _val_metrics(model, prepared, device, criterion, plan: TimePlan | None = None) -> tuple[dict, np.ndarray]:
+    """(validation loss and accuracy, validation logits); the pass is timed for the time plan."""
+    began = time.perf_counter()
     logits, labels = _evaluate_split(model, prepared, "val", device)
+    if plan is not None:
+        plan.observe(len(labels), time.perf_counter() - began)
     if len(labels) == 0:
-        return {"val_loss": float("nan"), "val_acc": float("nan")}
+        return {"val_loss": float("nan"), "val_acc": float("nan")}, logits
     loss = criterion(torch.from_numpy(logits).to(device), torch.from_numpy(labels).to(device))
-    return {"val_loss": float(loss), "val_acc": float((logits.argmax(1) == labels).mean())}
+    return {"val_loss": float(loss), "val_acc": float((logits.argmax(1) == labels).mean())}, logits
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
@@ -172,11 +177,13 @@ class FitResult:
     best_epoch: int
     seconds: float
     images_per_second: float
+    images_seen: int = 0
+    best_val_logits: np.ndarray | None = None  # None after a resume that kept an older best
 
 
 def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.device,
         run_dir: Path, dist_info: distributed.DistInfo, progress: bool = True,
-        resume: bool = False, compile_model: bool = False) -> FitResult:
+        resume: bool = False, compile_model: bool = False, plan: TimePlan | None = None) -> FitResult:
     """The epoch loop: train, validate, keep the best weights, stop early or on the time budget."""
     labels_all = prepared.folder.labels
     train_index = np.sort(prepared.indices["train"])
@@ -202,11 +209,13 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
     budget = Budget(total_steps=steps_per_epoch * recipe.epochs, seconds=recipe.time_budget,
                     step=state["step"])
     budget.started = time.perf_counter() - state["train_seconds"]
+    if plan is not None:
+        budget.seconds = plan.training_seconds(budget.started)
     generator = torch.Generator().manual_seed(recipe.seed)
     for _ in range(state["epoch"]):
         epoch_order(pipeline.labels, balance=recipe.balance, generator=generator)
     best_state = copy.deepcopy(raw_model.state_dict())
-    best_epoch = state["epoch"]
+    best_epoch, best_val_logits = state["epoch"], None
 
     def set_lr(progress_now: float) -> float:
         lr = lr_at(progress_now, base_lr=recipe.lr, schedule=recipe.schedule, warmup=recipe.warmup)
@@ -227,13 +236,17 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
         fit_seconds += row["seconds"]
         stop = False
         if dist_info.is_main:
-            row.update(_val_metrics(raw_model, prepared, device, criterion))
+            metrics, val_logits = _val_metrics(raw_model, prepared, device, criterion, plan)
+            row.update(metrics)
+            if plan is not None:
+                budget.seconds = plan.training_seconds(budget.started)
             row.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"],
                        seconds=time.perf_counter() - budget.started)
             state["history"].append(row)
             if _is_better(row, state["best"]):
                 state["best"] = {k: row[k] for k in ("epoch", "val_acc", "val_loss")}
                 best_state, best_epoch = copy.deepcopy(raw_model.state_dict()), epoch
+                best_val_logits = val_logits
             if progress:
                 console.print(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc "
                               f"{row['train_acc']:.4f} | val loss {row['val_loss']:.4f} acc "
@@ -248,7 +261,8 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
         if distributed.broadcast_flag(stop, dist_info, device):
             break
     return FitResult(state["history"], best_state, best_epoch,
-                     time.perf_counter() - budget.started, images_seen / max(fit_seconds, 1e-9))
+                     time.perf_counter() - budget.started, images_seen / max(fit_seconds, 1e-9),
+                     images_seen, best_val_logits)
 
 
 def _data_summary(prepared: Prepared) -> dict:
@@ -273,6 +287,7 @@ def build_meta(run_name: str, recipe: Recipe, prepared: Prepared, model: nn.Modu
         "channels": prepared.preprocess.channels, "recipe": recipe.to_dict(),
         "temperature": temperature, "params": count_parameters(model),
         "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 2),
+        "epochs_run": len(result.history), "images_seen": result.images_seen,
         "train_images_per_second": round(result.images_per_second, 1),
         "data": _data_summary(prepared), "tta": recipe.tta,
     }
@@ -288,23 +303,61 @@ def _announce_failures(prepared: Prepared) -> None:
             console.print(f"  ... and {len(bad) - 20} more")
 
 
-def train(data: str | Path, *, recipe: Recipe | str = "default", out: str | Path | None = None,
+def default_recipe_for(device: torch.device) -> str:
+    """The recipe `train` uses when none is named: the GPU recipe on CUDA, else the CPU recipe."""
+    return "default" if device.type == "cuda" else "cpu"
+
+
+def _announce_recipe(recipe: Recipe, named: bool, device: torch.device) -> None:
+    if named:
+        return
+    budget = f", {recipe.time_budget / 60:.0f}-minute budget" if recipe.time_budget else ""
+    console.print(f"recipe [bold]{recipe.name}[/bold] for {device.type.upper()} ({recipe.model} at "
+                  f"{recipe.input_size} px{budget}); name another with --recipe, e.g. --recipe default "
+                  "(the GPU recipe: hours on a CPU)")
+
+
+def _finish(run_dir: Path, model: nn.Module, recipe: Recipe, prepared: Prepared, result: FitResult,
+            device: torch.device, evaluate: bool, progress: bool) -> None:
+    """Temperature from the best epoch's validation logits, the bundle, the test evaluation."""
+    model.load_state_dict(result.best_state)
+    val_logits = result.best_val_logits
+    if val_logits is None:
+        val_logits, _ = _evaluate_split(model, prepared, "val", device)
+    val_labels = prepared.folder.labels[np.sort(prepared.indices["val"])]
+    temperature = fit_temperature(val_logits, val_labels) if len(val_labels) else 1.0
+    save_bundle(run_dir, model, build_meta(run_dir.name, recipe, prepared, model, result,
+                                           float(temperature)))
+    if evaluate:
+        from mediscan.evaluation.runner import evaluate_run
+
+        evaluate_run(run_dir, prepared=prepared, model=model, device=device, progress=progress,
+                     val_logits=None if recipe.tta else val_logits)
+
+
+def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Path | None = None,
           device: str | None = None, resume: bool = False, progress: bool = True,
           workers: int | None = None, compile_model: bool = False,
           cache_dir: Path | None = None, evaluate: bool = True, split_from: Path | None = None,
           **overrides) -> Path:
     """Train a classifier on a folder of labelled images and write a run folder; returns its path.
 
-    `split_from` reuses another run's split.json (identical splits for comparisons)."""
+    No recipe: the one for this device (`default_recipe_for`). A time budget (the recipe's or
+    `time_budget=`) bounds the whole call, decoding and evaluation included. `split_from`
+    reuses another run's split.json (identical splits for comparisons)."""
     run_dir = Path(out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    torch_device = pick_device(device)
+    named = recipe is not None
     if resume:
         recipe = Recipe.from_dict(json.loads((run_dir / "recipe.json").read_text()))
-    recipe = resolve_recipe(recipe, **overrides)
-    torch_device = pick_device(device)
+    recipe = resolve_recipe(recipe or default_recipe_for(torch_device), **overrides)
     dist_info = distributed.setup(torch_device.type)
     if dist_info.enabled and torch_device.type == "cuda":
         torch_device = torch.device("cuda", dist_info.local_rank)
+    if dist_info.is_main and progress:
+        _announce_recipe(recipe, named or resume, torch_device)
     torch.manual_seed(recipe.seed)
     (run_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
     prepared = prepare_data(Path(data), recipe, split_file=run_dir / "split.json" if resume else split_from,
@@ -319,19 +372,25 @@ def train(data: str | Path, *, recipe: Recipe | str = "default", out: str | Path
     model = model.to(torch_device)
     if uses_channels_last(torch_device):
         model = model.to(memory_format=torch.channels_last)
+    plan = _time_plan(recipe, prepared, model, torch_device, started, progress and dist_info.is_main)
     result = fit(model, prepared, recipe, device=torch_device, run_dir=run_dir,
                  dist_info=dist_info, progress=progress, resume=resume,
-                 compile_model=compile_model)
+                 compile_model=compile_model, plan=plan)
     if dist_info.is_main:
-        model.load_state_dict(result.best_state)
-        val_logits, val_labels = _evaluate_split(model, prepared, "val", torch_device)
-        temperature = fit_temperature(val_logits, val_labels) if len(val_labels) else 1.0
-        save_bundle(run_dir, model, build_meta(run_dir.name, recipe, prepared, model, result,
-                                               float(temperature)))
-        if evaluate:
-            from mediscan.evaluation.runner import evaluate_run
-
-            evaluate_run(run_dir, prepared=prepared, model=model, device=torch_device,
-                         progress=progress)
+        _finish(run_dir, model, recipe, prepared, result, torch_device, evaluate, progress)
     distributed.cleanup(dist_info)
     return run_dir
+
+
+def _time_plan(recipe: Recipe, prepared: Prepared, model: nn.Module, device: torch.device,
+               started: float, announce: bool) -> TimePlan | None:
+    """The plan that fits the whole command into the recipe's time budget (None: no budget)."""
+    if not recipe.time_budget:
+        return None
+    plan = TimePlan(recipe.time_budget, len(prepared.indices["val"]), len(prepared.indices["test"]),
+                    recipe.tta, started=started)
+    plan.measure_inference(model, prepared.decoded.images[np.sort(prepared.indices["val"])],
+                           mean=prepared.mean, std=prepared.std, device=device)
+    if announce:
+        console.print(plan.describe(time.perf_counter()))
+    return plan

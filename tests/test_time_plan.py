@@ -1,0 +1,49 @@
+"""`--time-budget` bounds the whole command: decoding, training, calibration, evaluation, report."""
+
+import json
+import time
+
+import pytest
+
+from mediscan.training import time_plan
+from mediscan.training.time_plan import TimePlan
+from mediscan.training.trainer import default_recipe_for, train
+from shapes_data import make_shapes
+
+import torch
+
+
+def test_finish_reserve_counts_validation_test_tta_and_report():
+    plan = TimePlan(budget=100.0, n_val=200, n_test=300, tta=True, started=0.0)
+    plan.observe(images=100, seconds=1.0)  # 10 ms an image
+    assert plan.finish_seconds() == pytest.approx((200 + 2 * 300) * 0.01 + time_plan.REPORT_SECONDS)
+
+
+def test_training_gets_what_the_budget_leaves():
+    plan = TimePlan(budget=100.0, n_val=100, n_test=100, started=0.0)
+    plan.observe(images=100, seconds=2.0)
+    expected = 100 * (1 - time_plan.SAFETY) - 10.0 - (4.0 + time_plan.REPORT_SECONDS)
+    assert plan.training_seconds(loop_started=10.0) == pytest.approx(expected)
+    assert TimePlan(budget=None, n_val=1, n_test=1).training_seconds(0.0) is None
+    assert plan.training_seconds(loop_started=1e6) == 1.0  # never negative
+
+
+def test_default_recipe_follows_the_device():
+    assert default_recipe_for(torch.device("cpu")) == "cpu"
+    assert default_recipe_for(torch.device("cuda")) == "default"
+
+
+@pytest.mark.slow
+def test_whole_train_call_ends_within_its_budget(tmp_path):
+    data = make_shapes(tmp_path / "data", n_per_class=80)
+    budget = 30.0
+    began = time.perf_counter()
+    run = train(data, recipe="cpu", out=tmp_path / "run", device="cpu", progress=False, workers=1,
+                cache_dir=tmp_path / "cache", time_budget=budget, epochs=1000, model="resnet18",
+                pretrained=False, freeze_early=False, input_size=48, crop_foreground=False)
+    elapsed = time.perf_counter() - began
+    meta = json.loads((run / "model.json").read_text())
+    assert elapsed <= budget * 1.05 + 1.0, f"train took {elapsed:.1f}s of a {budget:.0f}s budget"
+    assert elapsed >= budget * 0.6, "the budget was left mostly unused"
+    assert meta["epochs_run"] >= 1 and meta["images_seen"] > 0
+    assert (run / "metrics.json").exists() and (run / "report.html").exists()
