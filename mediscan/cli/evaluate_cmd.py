@@ -71,6 +71,9 @@ def evaluate(
         None, callback=_abstain_threshold, metavar="P",
         help="Mark predictions whose top probability is below P (0 <= P < 1) as uncertain and "
              "report coverage and accuracy on the rest."),
+    adapt: bool = typer.Option(
+        False, "--adapt", help="Re-estimate batch-norm statistics on DATA first (one new site; "
+                               "test-time adaptation, not saved to the run)."),
     device: Optional[str] = typer.Option(None),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     json_out: bool = typer.Option(False, "--json"),
@@ -88,7 +91,7 @@ def evaluate(
         else:
             result = evaluate_external(run, data, mapping_specs=specs, name=name, device=device,
                                        progress=progress, n_resamples=resamples,
-                                       abstain_below=abstain_below)
+                                       abstain_below=abstain_below, adapt=adapt)
     if json_out:
         emit_json(result)
         return

@@ -13,6 +13,7 @@ import numpy as np
 from mediscan.bundle import load_bundle, read_meta
 from mediscan.data.cache import load_images
 from mediscan.data.folders import scan_folder
+from mediscan.evaluation.adapt import adapt_batchnorm
 from mediscan.evaluation.calibration import abstain_summary, calibration_summary, selective_prediction
 from mediscan.evaluation.mapping import map_probabilities, parse_mapping, resolve_target_order
 from mediscan.evaluation.stats import metrics_with_ci
@@ -214,11 +215,15 @@ def _slug(path: Path) -> str:
 def evaluate_external(run_dir: Path, data: Path, *, mapping_specs: list[str] | None = None,
                       name: str | None = None, device=None, progress: bool = True,
                       n_resamples: int = 1000, workers: int | None = None,
-                      abstain_below: float | None = None) -> dict:
-    """Score a run on another data set (classes mapped if needed); writes evaluations/NAME.json."""
+                      abstain_below: float | None = None, adapt: bool = False) -> dict:
+    """Score a run on another data set (classes mapped if needed); writes evaluations/NAME.json.
+
+    `adapt`: re-estimate batch-norm statistics on that data set first (`evaluation.adapt`)."""
     run_dir, device = Path(run_dir), pick_device(device)
     model, meta = load_bundle(run_dir, device=device)
     ext = load_external(Path(data), meta, mapping_specs, workers=workers, progress=progress)
+    adapted = adapt_batchnorm(model, ext.images, mean=meta["mean"], std=meta["std"],
+                              device=device) if adapt else 0
     probs = softmax(batched_logits(model, ext.images, mean=meta["mean"], std=meta["std"],
                                    device=device, tta=bool(meta.get("tta"))),
                     meta.get("temperature", 1.0))
@@ -228,6 +233,7 @@ def evaluate_external(run_dir: Path, data: Path, *, mapping_specs: list[str] | N
     name = name or _slug(Path(data))
     out_dir = run_dir / "evaluations"
     result = {"name": name, "data": str(data), "mapping": ext.mapping or {},
+              "adapted_batchnorm_layers": adapted,
               "metrics": score_metrics(scored, n_resamples=n_resamples),
               "skipped": [{"path": str(s.path), "reason": s.reason} for s in ext.skipped]}
     result["metrics"]["worst_errors"] = write_plots(out_dir / name, scored)
