@@ -8,21 +8,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 import mediscan
+from mediscan.bundle_meta import BundleError, validate_meta
+from mediscan.files import BadFileError, atomic_path, read_json, write_json
 from mediscan.inference import uses_channels_last
 from mediscan.models import create_model
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 CHECKPOINT_FILE = "last.safetensors"
-CHECKPOINT_STATE = "last.json"
-
-
-class BundleError(ValueError):
-    """A run folder that cannot be loaded, with what to do about it."""
+LEGACY_CHECKPOINT_STATE = "last.json"  # the training state, beside last.safetensors in earlier runs
+RETRAIN = "train again, or restore the run folder from a backup"
 
 
 def versions() -> dict[str, str]:
@@ -39,31 +39,62 @@ def _contiguous_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
 def save_bundle(run_dir: Path, model: nn.Module, meta: dict) -> None:
-    """Write the weights and model.json (created time and versions added)."""
+    """Write the weights and model.json (created time and versions added), each atomically."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_file(_contiguous_state(model), str(run_dir / WEIGHTS_FILE))
+    _save_tensors(run_dir / WEIGHTS_FILE, _contiguous_state(model))
     meta = {**meta, "versions": versions(),
             "created": meta.get("created") or datetime.now(timezone.utc).isoformat()}
     write_meta(run_dir, meta)
 
 
 def write_meta(run_dir: Path, meta: dict) -> None:
-    """(Re)write model.json."""
-    (Path(run_dir) / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    """(Re)write model.json atomically."""
+    write_json(Path(run_dir) / META_FILE, meta, default=str)
 
 
 def read_meta(run_dir: Path) -> dict:
-    """model.json of a run folder, with an actionable error when it is missing or broken."""
+    """model.json of a run folder, validated; BundleError names the file, the problem and the fix."""
     path = Path(run_dir) / META_FILE
     if not path.is_file():
         raise BundleError(f"{run_dir}: no {META_FILE} here. Pass a run folder written by "
                           "`mediscan train` (it holds model.safetensors and model.json).")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise BundleError(f"{path}: not valid JSON ({error}); re-train or restore the file.") from None
+        meta = read_json(path, fix=RETRAIN)
+    except BadFileError as error:
+        raise BundleError(str(error)) from None
+    return validate_meta(meta, path)
+
+
+def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes from a safetensors header (nothing else is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
+    except (SafetensorError, OSError) as error:
+        raise BundleError(f"{path}: not a readable safetensors file ({error}); {RETRAIN}.") from None
+
+
+def check_weights(path: Path, meta: dict) -> None:
+    """Refuse weights that do not fit the network model.json describes, before building it."""
+    with torch.device("meta"):  # shapes only: no memory, however many classes
+        expected = {k: tuple(v.shape) for k, v in
+                    create_model(meta["model"], len(meta["classes"])).state_dict().items()}
+    found = _tensor_shapes(path)
+    missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    wrong = [f"{k} is {list(found[k])}, needs {list(expected[k])}"
+             for k in expected if k in found and found[k] != expected[k]]
+    problems = ([f"missing {len(missing)} tensor(s) such as {missing[0]}"] if missing else []) + \
+        ([f"{len(unexpected)} unknown tensor(s) such as {unexpected[0]}"] if unexpected else []) + wrong[:3]
+    if problems:
+        raise BundleError(f"{path}: does not fit the {meta['model']} with {len(meta['classes'])} classes "
+                          f"that {META_FILE} describes ({'; '.join(problems)}); model.json and "
+                          f"{WEIGHTS_FILE} must come from the same run: {RETRAIN}.")
 
 
 def load_bundle(run_dir: Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -74,6 +105,7 @@ def load_bundle(run_dir: Path, *, device: str | torch.device = "cpu") -> tuple[n
     if not weights.is_file():
         raise BundleError(f"{run_dir}: {WEIGHTS_FILE} is missing; the run did not finish or "
                           "the folder was copied incompletely.")
+    check_weights(weights, meta)
     model = create_model(meta["model"], len(meta["classes"]))
     model.load_state_dict(load_file(str(weights)))
     model = model.to(device)
@@ -83,9 +115,11 @@ def load_bundle(run_dir: Path, *, device: str | torch.device = "cpu") -> tuple[n
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict) -> None:
-    """Resumable training state: model and optimizer tensors in safetensors, the rest in JSON."""
+                    state: dict, best: dict[str, torch.Tensor] | None = None) -> None:
+    """Resumable training state in one atomic safetensors file: model, optimizer and, when an
+    earlier epoch was better, the best weights as tensors; epoch, history, ... as JSON metadata."""
     tensors = {f"model.{k}": v for k, v in _contiguous_state(model).items()}
+    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in (best or {}).items()})
     opt = optimizer.state_dict()
     scalars: dict[str, dict] = {}
     for index, entries in opt["state"].items():
@@ -94,25 +128,45 @@ def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
                 tensors[f"optim.{index}.{name}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(index), {})[name] = value
-    save_file(tensors, str(Path(run_dir) / CHECKPOINT_FILE))
     payload = {**state, "param_groups": opt["param_groups"], "optim_scalars": scalars}
-    (Path(run_dir) / CHECKPOINT_STATE).write_text(json.dumps(payload, indent=2, default=str))
+    _save_tensors(Path(run_dir) / CHECKPOINT_FILE, tensors,
+                  {"state": json.dumps(payload, default=str)})
 
 
-def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore what save_checkpoint wrote; returns the JSON state (epoch, history, ...)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CHECKPOINT_FILE).is_file():
+def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, JSON state) of last.safetensors; earlier runs kept the state in last.json."""
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as file:
+            text = (file.metadata() or {}).get("state")
+        if text is not None:
+            return tensors, json.loads(text)
+        return tensors, read_json(path.with_name(LEGACY_CHECKPOINT_STATE), fix=RETRAIN)
+    except (SafetensorError, OSError, json.JSONDecodeError, BadFileError) as error:
+        raise BundleError(f"{path}: cannot resume from this checkpoint ({error}); "
+                          "train again without --resume.") from None
+
+
+def load_checkpoint(run_dir: Path, model: nn.Module,
+                    optimizer: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Restore what save_checkpoint wrote; returns (JSON state: epoch, history, ..., best weights)."""
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if not path.is_file():
         raise BundleError(f"{run_dir}: nothing to resume ({CHECKPOINT_FILE} is missing).")
-    payload = json.loads((run_dir / CHECKPOINT_STATE).read_text())
-    tensors = load_file(str(run_dir / CHECKPOINT_FILE))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    tensors, payload = _read_checkpoint(path)
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or weights
     opt_state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, index, name = key.split(".", 2)
             opt_state.setdefault(int(index), {})[name] = value
-    for index, entries in payload.pop("optim_scalars").items():
-        opt_state.setdefault(int(index), {}).update(entries)
-    optimizer.load_state_dict({"state": opt_state, "param_groups": payload.pop("param_groups")})
-    return payload
+    try:
+        for index, entries in payload.pop("optim_scalars").items():
+            opt_state.setdefault(int(index), {}).update(entries)
+        model.load_state_dict(weights)
+        optimizer.load_state_dict({"state": opt_state, "param_groups": payload.pop("param_groups")})
+    except (KeyError, RuntimeError, ValueError) as error:
+        raise BundleError(f"{path}: does not match this run's model or optimizer ({error}); "
+                          "train again without --resume.") from None
+    return payload, best

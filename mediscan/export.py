@@ -21,6 +21,7 @@ from torch import nn
 
 from mediscan.bundle import META_FILE, load_bundle, read_meta
 from mediscan.data.folders import Sample, read_sample
+from mediscan.files import write_atomic
 from mediscan.inference import batched_logits
 from mediscan.predict import softmax
 from mediscan.transforms import Preprocess, normalize
@@ -91,7 +92,7 @@ def onnx_metadata(meta: dict) -> dict[str, str]:
     values = {
         "model": meta["model"], "name": meta.get("name") or meta["model"],
         "classes": meta["classes"], "preprocess": meta["preprocess"], "mean": meta["mean"],
-        "std": meta["std"], "temperature": float(meta.get("temperature") or 1.0),
+        "std": meta["std"], "temperature": float(meta["temperature"]),
         "tta": bool(meta.get("tta")), "created": meta.get("created"),
         "input": f"{INPUT_NAME}: uint8 N x C x S x S, the image after `preprocess`; "
                  "mean/std normalisation is inside the graph",
@@ -140,7 +141,7 @@ def _test_samples(run_dir: Path) -> list[Sample]:
 
 def parity(model: nn.Module, meta: dict, onnx_bytes: bytes, images: np.ndarray) -> dict:
     """Max |prob difference| and argmax agreement of ONNX vs PyTorch on `images`."""
-    temperature = float(meta.get("temperature") or 1.0)
+    temperature = float(meta["temperature"])
     torch_probs = softmax(batched_logits(model, images, mean=meta["mean"], std=meta["std"],
                                          tta=bool(meta.get("tta"))), temperature)
     onnx_probs = softmax(OnnxBackend(onnx_bytes).logits_batch(images), temperature)
@@ -168,9 +169,7 @@ def export_onnx(run_dir: str | Path, *, opset: int = 17, check: bool = True) -> 
     if check:
         props["parity"] = json.dumps(_checked_parity(model, meta, proto, run_dir))
     onnx.helper.set_model_props(proto, props)
-    path = run_dir / ONNX_FILE
-    onnx.save(proto, str(path))
-    return path
+    return write_atomic(run_dir / ONNX_FILE, proto.SerializeToString())
 
 
 def _checked_parity(model: nn.Module, meta: dict, proto, run_dir: Path) -> dict:

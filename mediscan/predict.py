@@ -81,7 +81,7 @@ class Classifier:
         self.device = pick_device(device) if model is not None else None
         self.classes: list[str] = list(meta["classes"])
         self.preprocess = Preprocess.from_dict(meta["preprocess"])
-        self.temperature = float(meta.get("temperature") or 1.0)
+        self.temperature = float(meta.get("temperature", 1.0))
         self.abstain_below = DEFAULT_ABSTAIN_BELOW if abstain_below is None else abstain_below
         self.onnx = None
 

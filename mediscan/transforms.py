@@ -31,6 +31,7 @@ CROP_MARGIN = 0.04  # fraction of the head's longer side added around it
 MASK_SIDE = 128  # the head is found on a copy with at most this many pixels on a side
 MASK_GROW = 2  # the head mask grows by this many downscaled pixels before the outside is blanked
 MIN_HEAD_FRACTION = 0.01  # a largest component smaller than this is no head (blank image, letter)
+MIN_SIZE, MAX_SIZE = 8, 1024  # model input side in pixels (every recipe lies well inside)
 
 Box = tuple[int, int, int, int]  # top, bottom, left, right (numpy slice bounds)
 
@@ -215,8 +216,9 @@ class Preprocess:
             raise ValueError(f"fit must be one of {FITS}, got {self.fit!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
-        if isinstance(self.size, bool) or int(self.size) != self.size or self.size < 1:
-            raise ValueError(f"size must be a positive integer, got {self.size!r}")
+        if not isinstance(self.size, (int, float)) or isinstance(self.size, bool) \
+                or not MIN_SIZE <= self.size <= MAX_SIZE or int(self.size) != self.size:
+            raise ValueError(f"size must be an integer from {MIN_SIZE} to {MAX_SIZE}, got {self.size!r}")
         object.__setattr__(self, "size", int(self.size))
         if self.clip_percentiles is not None:  # canonical floats: equal settings, equal keys
             low, high = (float(p) for p in self.clip_percentiles)

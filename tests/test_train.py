@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from safetensors import safe_open
 from sklearn.metrics import accuracy_score
 from typer.testing import CliRunner
 
@@ -154,8 +155,8 @@ def test_resume_continues_where_it_stopped(data_dir, tmp_path):
     options = dict(device="cpu", progress=False, workers=1, cache_dir=tmp_path / "c",
                    evaluate=False, **{**FAST, "epochs": 2})
     train(data_dir, out=out, **options)
-    first = json.loads((out / "last.json").read_text())
-    assert first["epoch"] == 2
+    with safe_open(str(out / "last.safetensors"), framework="pt") as checkpoint:
+        assert json.loads(checkpoint.metadata()["state"])["epoch"] == 2
     train(data_dir, out=out, resume=True, **{**options, "epochs": 3})
     with open(out / "history.csv") as handle:
         assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [1, 2, 3]

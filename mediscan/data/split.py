@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from mediscan.files import BadFileError, read_json, write_json
 
 SPLITS = ("train", "val", "test")
 
@@ -79,11 +80,17 @@ class Split:
         return cls(**keys, **{k: list(v) if isinstance(v, tuple) else v for k, v in info.items()})
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
+        write_json(path, asdict(self), indent=1)
 
     @classmethod
     def load(cls, path: str | Path) -> Split:
-        return cls(**json.loads(Path(path).read_text()))
+        """A saved split; BadFileError names the file when it is missing, broken or not a split."""
+        data = read_json(path, fix="delete it to draw a new split, or restore it from the run")
+        try:
+            return cls(**data)
+        except TypeError as error:
+            raise BadFileError(f"{path}: not a split ({error}); delete it to draw a new split, "
+                               "or restore it from the run") from None
 
     def indices(self, folder) -> dict[str, np.ndarray]:
         """Sample indices of `folder` per split; an error names keys the folder lacks."""

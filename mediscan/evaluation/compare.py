@@ -13,6 +13,7 @@ import numpy as np
 from mediscan.bundle import load_bundle
 from mediscan.evaluation.robustness_suite import robustness_table
 from mediscan.evaluation.stats import pairwise_mcnemar
+from mediscan.files import write_json
 from mediscan.inference import images_per_second, pick_device
 from mediscan.progress import console
 from mediscan.report import plots
@@ -88,7 +89,7 @@ def compare_models(data: Path, models: Sequence[str], *, out: Path, recipe: str 
         result = {"data": str(data), "recipe": recipe, "seed": overrides.get("seed"),
                   "split": json.loads((run / "metrics.json").read_text()).get("split"),
                   "rows": rows, "mcnemar": pairwise_mcnemar(truth, predicted)}
-        (out / "comparison.json").write_text(json.dumps(result, indent=2, default=float))
+        write_json(out / "comparison.json", result, default=float)
     plots.plot_comparison(rows, out / "plots" / "comparison.png")
     render_comparison_report(out)
     return result

@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 
 from mediscan.data.readers import read_image
 from mediscan.explain import DEFAULT_METHOD, default_cam_layer, explain, overlay, peak_inside, view_box
+from mediscan.files import atomic_path, write_json
 from mediscan.predict import Classifier
 from mediscan.progress import track
 
@@ -104,10 +105,10 @@ def localise_run(run_dir: str | Path, data: str | Path, masses_file: str | Path,
     examples: dict = {}
     result = pointing_game(classifier, data, boxes, method=method, progress=progress,
                            hits_and_misses=examples)
-    (run_dir / "localisation.json").write_text(json.dumps(result.to_dict(), indent=1))
-    (run_dir / "plots").mkdir(exist_ok=True)
+    write_json(run_dir / "localisation.json", result.to_dict(), indent=1)
     for (label, hit), key in sorted(examples.items()):
         picture = boxed_overlay(classifier, read_image(Path(data) / key), boxes[key], method=method)
         name = f"cam_{label}_{'hit' if hit else 'miss'}_{Path(key).stem}.png"
-        Image.fromarray(picture).save(run_dir / "plots" / name)
+        with atomic_path(run_dir / "plots" / name) as tmp:
+            Image.fromarray(picture).save(tmp, format="PNG")
     return result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from mediscan.bundle import load_bundle
 from mediscan.evaluation.robustness import CORRUPTIONS, SEVERITIES, corrupt, robustness_results
+from mediscan.files import write_json
 from mediscan.inference import batched_logits, pick_device
 from mediscan.progress import progress_bar
 from mediscan.report import plots
@@ -72,7 +72,7 @@ def run_robustness(run_dir: Path, data: Path | None = None, *,
     result = robustness_table(model, images, labels, meta, device, corruptions=corruptions,
                               severities=severities, seed=seed, progress=progress)
     result["data"] = str(data) if data else "test split"
-    (run_dir / "robustness.json").write_text(json.dumps(result, indent=2))
+    write_json(run_dir / "robustness.json", result)
     plots.plot_robustness(result, run_dir / "plots" / "robustness.png")
     refresh_report(run_dir)
     return result

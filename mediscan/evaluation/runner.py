@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from mediscan.evaluation.adapt import adapt_batchnorm
 from mediscan.evaluation.calibration import abstain_summary, calibration_summary, selective_prediction
 from mediscan.evaluation.mapping import map_probabilities, parse_mapping, resolve_target_order
 from mediscan.evaluation.stats import metrics_with_ci
+from mediscan.files import write_atomic, write_json
 from mediscan.inference import batched_logits, pick_device
 from mediscan.predict import DEFAULT_ABSTAIN_BELOW, softmax
 from mediscan.progress import console
@@ -58,13 +59,14 @@ def worst_errors(scored: Scored, limit: int = WORST_ERRORS) -> list[int]:
 
 
 def write_predictions_csv(path: Path, scored: Scored) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "true", "predicted", "probability", "uncertain", *scored.classes])
-        for source, truth, row, flag in zip(scored.sources, scored.y_true, scored.probs, scored.uncertain):
-            top = int(row.argmax())
-            writer.writerow([source, scored.classes[truth], scored.classes[top], f"{row[top]:.6f}",
-                             int(flag), *(f"{p:.6f}" for p in row)])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["file", "true", "predicted", "probability", "uncertain", *scored.classes])
+    for source, truth, row, flag in zip(scored.sources, scored.y_true, scored.probs, scored.uncertain):
+        top = int(row.argmax())
+        writer.writerow([source, scored.classes[truth], scored.classes[top], f"{row[top]:.6f}",
+                         int(flag), *(f"{p:.6f}" for p in row)])
+    write_atomic(path, text.getvalue())
 
 
 def write_plots(plot_dir: Path, scored: Scored, prefix: str = "") -> list[dict]:
@@ -147,7 +149,7 @@ def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progr
     if len(y_test) == 0:
         console.print("[yellow]no test split: nothing to evaluate")
         return {}
-    scored = Scored(y_test, softmax(test_logits, meta.get("temperature", 1.0)), meta["classes"],
+    scored = Scored(y_test, softmax(test_logits, meta["temperature"]), meta["classes"],
                     [prepared.folder.samples[i].key for i in test_index],
                     prepared.decoded.images[test_index], abstain_below)
     result = {"test": score_metrics(scored, n_resamples=n_resamples)}
@@ -162,7 +164,7 @@ def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progr
                                after=result["calibration"]["reliability_after"])
     result["test"]["worst_errors"] = write_plots(run_dir / "plots", scored)
     result["split"] = {name: int(len(idx)) for name, idx in prepared.indices.items()}
-    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
+    write_json(run_dir / "metrics.json", result, default=float)
     write_predictions_csv(run_dir / "predictions.csv", scored)
     refresh_report(run_dir)
     return result
@@ -226,7 +228,7 @@ def evaluate_external(run_dir: Path, data: Path, *, mapping_specs: list[str] | N
                               device=device) if adapt else 0
     probs = softmax(batched_logits(model, ext.images, mean=meta["mean"], std=meta["std"],
                                    device=device, tta=bool(meta.get("tta"))),
-                    meta.get("temperature", 1.0))
+                    meta["temperature"])
     if ext.mapping:
         probs = map_probabilities(probs, meta["classes"], ext.mapping, ext.classes)
     scored = Scored(ext.y_true, probs, ext.classes, ext.keys, ext.images, abstain_below)
@@ -237,7 +239,7 @@ def evaluate_external(run_dir: Path, data: Path, *, mapping_specs: list[str] | N
               "metrics": score_metrics(scored, n_resamples=n_resamples),
               "skipped": [{"path": str(s.path), "reason": s.reason} for s in ext.skipped]}
     result["metrics"]["worst_errors"] = write_plots(out_dir / name, scored)
-    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
+    write_json(out_dir / f"{name}.json", result, default=float)
     write_predictions_csv(out_dir / f"{name}_predictions.csv", scored)
     refresh_report(run_dir)
     return result

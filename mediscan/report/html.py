@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,6 +64,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from mediscan.files import read_json, write_atomic
 from mediscan.report import plots
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -153,7 +153,7 @@ def _read_json(path: Path, problems: list[str]) -> Any:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path, fix="re-run the command that wrote it")
     except (OSError, ValueError) as exc:
         problems.append(f"{path.name} could not be read ({exc}); its section is left out.")
         return None
@@ -347,9 +347,7 @@ def render_run_report(run_dir: str | Path) -> Path:
         **_images(run_dir),
     }
     html = _environment().get_template("run_report.html").render(**context)
-    out = run_dir / "report.html"
-    out.write_text(html, encoding="utf-8")
-    return out
+    return write_atomic(run_dir / "report.html", html)
 
 
 def render_comparison_report(compare_dir: str | Path) -> Path:
@@ -380,6 +378,4 @@ def render_comparison_report(compare_dir: str | Path) -> Path:
                    for p in sorted((compare_dir / "plots").glob("*.png")) if p != chart],
     }
     html = _environment().get_template("comparison_report.html").render(**context)
-    out = compare_dir / "report.html"
-    out.write_text(html, encoding="utf-8")
-    return out
+    return write_atomic(compare_dir / "report.html", html)

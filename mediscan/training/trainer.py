@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
+import io
 import math
 import time
 from dataclasses import dataclass
@@ -16,10 +16,12 @@ from torch import nn
 
 from mediscan.augment import BatchAugment
 from mediscan.bundle import load_checkpoint, save_bundle, save_checkpoint
+from mediscan.bundle_meta import MAX_CLASSES
 from mediscan.data.cache import DecodedImages, load_images
 from mediscan.data.folders import ImageFolder, scan_folder
 from mediscan.data.split import Split
 from mediscan.evaluation.calibration import fit_temperature
+from mediscan.files import read_json, write_atomic, write_json
 from mediscan.inference import batched_logits, pick_device, uses_channels_last
 from mediscan.models import count_parameters, create_model, model_config
 from mediscan.progress import console, progress_bar
@@ -84,6 +86,9 @@ def prepare_data(data: Path, recipe: Recipe, *, split_file: Path | None = None,
     if len(folder.classes) < 2:
         raise ValueError(f"{data}: found one class ({folder.classes[0]}); point at the folder "
                          "that holds the class folders (e.g. DATA/cell_images, not DATA)")
+    if len(folder.classes) > MAX_CLASSES:
+        raise ValueError(f"{data}: {len(folder.classes)} class folders, more than the {MAX_CLASSES} "
+                         "a model can have; point at the folder that holds the class folders")
     preprocess = preprocess_for(recipe)
     decoded = load_images(folder, preprocess, workers=workers, progress=progress,
                           cache_dir=cache_dir)
@@ -154,10 +159,11 @@ def _val_metrics(model, prepared, device, criterion, plan: TimePlan | None = Non
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
-    with open(run_dir / "history.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    write_atomic(run_dir / "history.csv", text.getvalue())
 
 
 def _is_better(row: dict, best: dict | None) -> bool:
@@ -191,8 +197,9 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
     optimizer = _optimizer(raw_model, recipe, device)
     criterion = _criterion(recipe, labels_all[train_index], len(prepared.folder.classes), device)
     state = {"epoch": 0, "history": [], "best": None, "train_seconds": 0.0, "step": 0}
+    best_state = None
     if resume:
-        state = load_checkpoint(run_dir, raw_model, optimizer)
+        state, best_state = load_checkpoint(run_dir, raw_model, optimizer)
     if dist_info.enabled:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
@@ -214,8 +221,9 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
     generator = torch.Generator().manual_seed(recipe.seed)
     for _ in range(state["epoch"]):
         epoch_order(pipeline.labels, balance=recipe.balance, generator=generator)
-    best_state = copy.deepcopy(raw_model.state_dict())
-    best_epoch, best_val_logits = state["epoch"], None
+    best_state = best_state or copy.deepcopy(raw_model.state_dict())
+    best_epoch = state["best"]["epoch"] if state["best"] else state["epoch"]
+    best_val_logits = None
 
     def set_lr(progress_now: float) -> float:
         lr = lr_at(progress_now, base_lr=recipe.lr, schedule=recipe.schedule, warmup=recipe.warmup)
@@ -253,7 +261,8 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
                               f"{row['val_acc']:.4f} | {row['seconds']:.0f}s")
             state.update(epoch=epoch, step=budget.step,
                          train_seconds=time.perf_counter() - budget.started)
-            save_checkpoint(run_dir, raw_model, optimizer, state)
+            save_checkpoint(run_dir, raw_model, optimizer, state,
+                            best=None if best_epoch == epoch else best_state)
             _write_history(run_dir, state["history"])
             patience_over = (recipe.patience is not None
                              and epoch - state["best"]["epoch"] >= recipe.patience)
@@ -351,7 +360,8 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
     torch_device = pick_device(device)
     named = recipe is not None
     if resume:
-        recipe = Recipe.from_dict(json.loads((run_dir / "recipe.json").read_text()))
+        recipe = Recipe.from_dict(read_json(run_dir / "recipe.json",
+                                            fix="train again without --resume"))
     recipe = resolve_recipe(recipe or default_recipe_for(torch_device), **overrides)
     dist_info = distributed.setup(torch_device.type)
     if dist_info.enabled and torch_device.type == "cuda":
@@ -359,7 +369,7 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
     if dist_info.is_main and progress:
         _announce_recipe(recipe, named or resume, torch_device)
     torch.manual_seed(recipe.seed)
-    (run_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
+    write_json(run_dir / "recipe.json", recipe.to_dict())
     prepared = prepare_data(Path(data), recipe, split_file=run_dir / "split.json" if resume else split_from,
                             workers=workers, progress=progress and dist_info.is_main,
                             cache_dir=cache_dir)
