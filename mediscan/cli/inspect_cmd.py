@@ -163,9 +163,10 @@ def _print_shortcuts(audit: dict) -> None:
     for column in ("property", *classes, "overall"):
         table.add_column(column)
     for group, entry in audit["groups"].items():
-        table.add_row(entry["title"], *(_auc_cell(entry["per_class"][c], (group, c) in flagged)
+        table.add_row(group, *(_auc_cell(entry["per_class"][c], (group, c) in flagged)
                                         for c in classes), _auc_cell(entry["overall"], False))
-    table.caption = (f"flagged when the interval's lower end is >= {audit['threshold']}; "
+    legend = ", ".join(f"{group}: {entry['title']}" for group, entry in audit["groups"].items())
+    table.caption = (f"{legend}. Flagged (red) when the interval's lower end is >= {audit['threshold']}; "
                      f"{audit['method']}")
     console.print(table)
     for flag in audit["flags"]:

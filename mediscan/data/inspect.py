@@ -441,7 +441,7 @@ def write_sheets(out: Path, folders: list[ImageFolder], hashes: Hashes, owner: n
                          for g in report["label_conflicts"]["items"][:SHEET_ROWS]]
     for k, leak in enumerate(report["against"], start=1):
         rows[f"leakage-{k}"] = [_leak_row(e, k, position, read) for e in leak["examples"]]
-    rows["shortcuts"] = [row for flag in (report.get("shortcuts") or {}).get("flags", [])[:SHEET_ROWS // 2]
+    rows["shortcuts"] = [row for flag in strongest_per_class(report)[:SHEET_ROWS // 2]
                          for row in _shortcut_rows(flag, position, read)]
     written = {}
     for name, sheet_rows in rows.items():
@@ -493,6 +493,14 @@ def _leak_row(example: dict, k: int, position: dict,
     return (f"{leaked['key']} duplicates {source['key']} ({kind})",
             [(read(position[(k, leaked["key"])]), f"other: {leaked['class']}"),
              (read(position[(0, source["key"])]), f"data: {source['class']}")])
+
+
+def strongest_per_class(report: dict) -> list[dict]:
+    """The shortcut audit's strongest flag of each flagged class, strongest first."""
+    strongest: dict[str, dict] = {}
+    for flag in (report.get("shortcuts") or {}).get("flags", []):  # sorted by AUC, highest first
+        strongest.setdefault(flag["class"], flag)
+    return list(strongest.values())
 
 
 def _shortcut_rows(flag: dict, position: dict, read: Callable[[int], np.ndarray | None]

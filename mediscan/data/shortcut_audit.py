@@ -99,6 +99,7 @@ def audit(matrices: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, cl
             explained = any(f["class"] == name for f in flags)
             if entry["ci"] and entry["ci"][0] >= FLAG_LOWER_CI and not (group == "all" and explained):
                 flags.append(_flag(group, name, entry, probs[:, k], y == k, keys))
+    flags.sort(key=lambda f: (-f["auc"], f["class"]))
     return {"groups": result, "flags": flags, "threshold": FLAG_LOWER_CI, "n": int(len(y)),
             "method": f"HistGradientBoostingClassifier, StratifiedGroupKFold({N_SPLITS}) over "
                       f"duplicate groups, {N_RESAMPLES} stratified bootstrap resamples"}
