@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -110,6 +111,28 @@ def test_leakage_against_another_folder(planted):
     found = {(e["leaked"]["key"], e["duplicate_of"]["key"], e["exact"]) for e in leak["examples"]}
     assert found == {("b/o2.png", "Training/a/a3.png", True),
                      ("b/o0.jpg", "Training/b/b0.png", False)}
+    assert leak["labels_comparable"] is True
+    listed = [(r["file"], r["matched"], r["kind"], r["matched_class"]) for r in leak["leaked"]]
+    assert listed == [("b/o0.jpg", "Training/b/b0.png", "near", "b"),
+                      ("b/o2.png", "Training/a/a3.png", "exact", "a")]
+    with open(leak["file"]) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["file"], r["matched"], r["kind"]) for r in rows] == [row[:3] for row in listed]
+
+
+def test_leaked_files_are_all_listed_and_other_class_names_not_compared(tmp_path):
+    originals = [_png(tmp_path / "data" / ("a" if k % 2 else "b") / f"{k}.png", 60 + k) for k in range(14)]
+    for k in range(12):  # more leaks than the report's examples
+        write_image(tmp_path / "other" / ("yes" if k % 3 else "no") / f"copy{k:02d}.png", "L",
+                    pixels=originals[k])
+    report = inspect_folder(tmp_path / "data", against=[tmp_path / "other"], workers=1, progress=False,
+                            out=tmp_path / "out", cache_dir=tmp_path / "cache", shortcuts=False)
+    (leak,) = report["against"]
+    assert leak["images"] == 12 and len(leak["examples"]) == 10 and len(leak["leaked"]) == 12
+    assert leak["labels_comparable"] is False and leak["class_mismatches"] is None
+    with open(tmp_path / "out" / "leakage-1.csv") as handle:
+        assert [r["file"] for r in csv.DictReader(handle)] == sorted(  # in the folder's order
+            f"{'yes' if k % 3 else 'no'}/copy{k:02d}.png" for k in range(12))
 
 
 def test_report_is_json_and_written_with_contact_sheets(planted):

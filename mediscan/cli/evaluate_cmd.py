@@ -38,6 +38,31 @@ def print_metrics(title: str, metrics: dict) -> None:
     console.print(per_class)
 
 
+def print_seen(seen: dict, metrics: dict, unseen: dict | None) -> None:
+    """How many images the model was trained on, and every metric on the whole folder and the rest."""
+    if not seen["checked"]:
+        console.print(f"[yellow]not checked for training images[/yellow]: {seen['reason']}")
+        return
+    colour = "red" if seen["images"] else "green"
+    console.print(f"[{colour}]seen by the model[/{colour}]: {seen['images']} of {seen['of']} images "
+                  f"duplicate its training/validation images ({seen['exact']} exact, {seen['near']} near); "
+                  f"list: {seen['file']}")
+    if not seen["images"]:
+        return
+    table = Table(title="whole folder vs its unseen part")
+    for column in ("metric", f"all ({seen['of']})", f"unseen ({seen['unseen']})"):
+        table.add_column(column)
+    for name, entry in metrics["headline"].items():
+        table.add_row(name, _fmt(entry), _fmt((unseen or {}).get("headline", {}).get(name)))
+    for cls, row in metrics["per_class"].items():
+        other = ((unseen or {}).get("per_class") or {}).get(cls) or {}
+        for key in ("recall", "specificity"):
+            label = "sensitivity" if key == "recall" else key
+            value = other.get(key)
+            table.add_row(f"{cls} {label}", f"{row[key]:.4f}", "-" if value is None else f"{value:.4f}")
+    console.print(table)
+
+
 def _pct(value: float | None) -> str:
     """0.912 -> '91.2%'; None (nothing kept) -> '-'."""
     return "-" if value is None else f"{value:.1%}"
@@ -100,6 +125,8 @@ def evaluate(
         print_metrics(f"{run} on {data or 'its test split'}", metrics)
         if "abstain" in metrics:
             console.print(abstain_line(metrics["abstain"]))
+        if "seen" in result:
+            print_seen(result["seen"], metrics, result["unseen_metrics"])
         console.print(f"report: {Path(run) / 'report.html'}")
 
 

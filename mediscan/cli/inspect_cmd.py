@@ -28,11 +28,14 @@ def inspect(
         = DEFAULT_MIN_CORRELATION,
     workers: Annotated[int | None, typer.Option(
         help="Decoding processes (default: up to 8).")] = None,
+    shortcuts: Annotated[bool, typer.Option(
+        "--shortcuts/--no-shortcuts", help="Audit whether image size, format, colour, border, text, "
+                                           "framing or head intensity alone predict the label.")] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")]
         = False,
 ) -> None:
-    """Duplicates, near duplicates, label conflicts, leakage and broken files, before training."""
+    """Duplicates, near duplicates, label conflicts, leakage, shortcuts and broken files, before training."""
     from mediscan.data.inspect import inspect_folder
 
     with user_errors():
@@ -40,7 +43,7 @@ def inspect(
             raise ValueError(f"--max-distance must be 0..64, got {max_distance}")
         report = inspect_folder(data, against=against or (), max_distance=max_distance,
                                 min_correlation=min_correlation, workers=workers,
-                                progress=progress, out=out)
+                                progress=progress, out=out, shortcuts=shortcuts)
     print_summary(report)
     if json_out:
         emit_json(report)
@@ -64,6 +67,9 @@ def print_summary(report: dict) -> None:
         _print_leak(f"split leakage, {name}", leak)
     for leak in report["against"]:
         _print_leak(f"leakage into {leak['root']}", leak)
+        _print_against_labels(leak)
+    if "shortcuts" in report:
+        _print_shortcuts(report["shortcuts"])
     for name, path in report.get("sheets", {}).items():
         console.print(f"contact sheet ({name}): {path}")
     console.print(f"done in {report['seconds']['total']:.1f} s")
@@ -129,6 +135,44 @@ def _print_leak(title: str, leak: dict) -> None:
                   f"duplicate earlier ones ({leak['exact']} exact, {leak['near_only']} near)")
     for example in leak["examples"][:3]:
         console.print(f"  {example['leaked']['key']} = {example['duplicate_of']['key']}")
+
+
+def _print_against_labels(leak: dict) -> None:
+    if leak["labels_comparable"]:
+        console.print(f"  {leak['class_mismatches']} leaked image(s) carry another class than their match")
+    else:
+        console.print("  class names differ between the folders: class mismatches not counted")
+    if "file" in leak:
+        console.print(f"  every leaked file: {leak['file']}")
+
+
+def _auc_cell(entry: dict, flagged: bool) -> str:
+    ci = entry["ci"]
+    text = f"{entry['auc']:.2f}" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+    return f"[red]{text}[/red]" if flagged else text
+
+
+def _print_shortcuts(audit: dict) -> None:
+    """AUC per property group and class, flagged cells in red, then the flag sentences."""
+    if audit.get("skipped"):
+        console.print(f"shortcut audit skipped: {audit['skipped']}")
+        return
+    classes = list(next(iter(audit["groups"].values()))["per_class"])
+    flagged = {(f["group"], f["class"]) for f in audit["flags"]}
+    table = Table(title="shortcut audit: AUC (95% CI) of label-irrelevant properties alone")
+    for column in ("property", *classes, "overall"):
+        table.add_column(column)
+    for group, entry in audit["groups"].items():
+        table.add_row(group, *(_auc_cell(entry["per_class"][c], (group, c) in flagged)
+                                        for c in classes), _auc_cell(entry["overall"], False))
+    legend = ", ".join(f"{group}: {entry['title']}" for group, entry in audit["groups"].items())
+    table.caption = (f"{legend}. Flagged (red) when the interval's lower end is >= {audit['threshold']}; "
+                     f"{audit['method']}")
+    console.print(table)
+    for flag in audit["flags"]:
+        console.print(f"[red]shortcut[/red]: {flag['sentence']}")
+    if not audit["flags"]:
+        console.print("[green]shortcuts[/green]: no property alone separates a class far above chance")
 
 
 def register(app: typer.Typer) -> None:

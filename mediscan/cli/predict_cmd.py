@@ -29,6 +29,20 @@ def _print_table(batch) -> None:
                       highlight=False)
 
 
+def _seen_in_training(run: Path, meta: dict, predictions) -> tuple[dict[str, str | None], dict]:
+    """Per predicted file the key of the training/validation image it duplicates (or None),
+    and {"checked", "reason"}; one index of the run's images, built once (hashes cached)."""
+    from mediscan.data.readers import read_image
+    from mediscan.evaluation.seen import SeenIndex, seen_folder
+
+    folder = seen_folder(run, meta)
+    if isinstance(folder, str):
+        console.print(f"[yellow]not checked for training images[/yellow]: {folder}")
+        return {}, {"checked": False, "reason": folder}
+    index = SeenIndex(folder, progress=False)
+    return {p.source: index.match(read_image(p.source)) for p in predictions}, {"checked": True, "reason": ""}
+
+
 def predict(
     run: Path = typer.Argument(..., help="Run folder written by `mediscan train`."),
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders."),
@@ -39,6 +53,9 @@ def predict(
     abstain_below: Optional[float] = typer.Option(
         None, help="Mark predictions whose top probability is below P as uncertain."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or mps."),
+    seen_check: bool = typer.Option(
+        True, "--seen-check/--no-seen-check",
+        help="With --json: mark images that duplicate the run's training/validation images."),
 ) -> None:
     """Predict the class of each image; unreadable files are reported at the end."""
     from mediscan.predict import Classifier
@@ -52,8 +69,13 @@ def predict(
 
             save_overlays(classifier, [Path(p.source) for p in batch.predictions], cam)
     if json_out:
-        emit_json({"predictions": [p.to_dict() for p in batch.predictions],
-                   "failures": [{"path": str(f.path), "reason": f.reason} for f in batch.failures]})
+        payload = {"predictions": [p.to_dict() for p in batch.predictions],
+                   "failures": [{"path": str(f.path), "reason": f.reason} for f in batch.failures]}
+        if seen_check:
+            seen, payload["seen_check"] = _seen_in_training(run, classifier.meta, batch.predictions)
+            for entry in payload["predictions"]:
+                entry["seen_in_training"] = seen.get(entry["source"])
+        emit_json(payload)
     elif csv_out:
         _write_csv(batch, classifier.classes)
     else:

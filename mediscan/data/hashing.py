@@ -22,10 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import imagehash
 import numpy as np
@@ -105,15 +107,37 @@ def _hash_one(folder: ImageFolder, i: int) -> Record:
 _STATE: dict = {}
 
 
-def _init(folder: ImageFolder) -> None:
-    _STATE["folder"] = folder
+def _init(folder: ImageFolder, compute: Callable[[ImageFolder, int], Any]) -> None:
+    _STATE.update(folder=folder, compute=compute)
 
 
-def _hash_chunk(indices: list[int]) -> list[tuple[int, Record]]:
-    return [(i, _hash_one(_STATE["folder"], i)) for i in indices]
+def _compute_chunk(indices: list[int]) -> list[tuple[int, Any]]:
+    return [(i, _STATE["compute"](_STATE["folder"], i)) for i in indices]
 
 
-def _stamp(folder: ImageFolder, i: int) -> str:
+def map_samples(folder: ImageFolder, compute: Callable[[ImageFolder, int], Any], indices: list[int], *,
+                workers: int | None = None, progress: bool = True, title: str = "decoding images"
+                ) -> dict[int, Any]:
+    """`compute(folder, i)` for each index, in parallel processes (a module-level `compute`)."""
+    chunks = [indices[k:k + 64] for k in range(0, len(indices), 64)]
+    workers = workers or min(8, os.cpu_count() or 1)
+    _init(folder, compute)
+    results: dict[int, Any] = {}
+    with progress_bar(title, len(indices), progress and bool(indices)) as advance:
+        pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(folder, compute)) \
+            if workers > 1 and len(chunks) > 1 else None
+        try:
+            for chunk in (pool.map(_compute_chunk, chunks) if pool else map(_compute_chunk, chunks)):
+                results.update(chunk)
+                advance(len(chunk))
+        finally:
+            if pool is not None:
+                pool.shutdown()
+    return results
+
+
+def file_stamp(folder: ImageFolder, i: int) -> str:
+    """Sample key, file size and mtime: a per-file cache entry is valid while this is unchanged."""
     sample = folder.samples[i]
     try:
         stat = os.stat(folder.root / sample.path)
@@ -122,13 +146,14 @@ def _stamp(folder: ImageFolder, i: int) -> str:
     return f"{sample.key}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
-def _cache_file(folder: ImageFolder, cache_dir: Path | None) -> Path:
+def cache_file(folder: ImageFolder, cache_dir: Path | None, kind: str = "hashes", suffix: str = ".npz") -> Path:
+    """The per-folder cache file of one kind of per-file results."""
     from mediscan.data.cache import default_cache_dir
 
-    base = Path(cache_dir or default_cache_dir()) / "hashes"
+    base = Path(cache_dir or default_cache_dir()) / kind
     base.mkdir(parents=True, exist_ok=True)
     name = hashlib.blake2b(str(folder.root.resolve()).encode(), digest_size=8).hexdigest()
-    return base / f"{name}.npz"
+    return base / f"{name}{suffix}"
 
 
 def _load_cache(path: Path) -> dict[str, Record]:
@@ -154,27 +179,16 @@ def _save_cache(path: Path, records: dict[str, Record]) -> None:
 def compute_hashes(folder: ImageFolder, *, workers: int | None = None, progress: bool = True,
                    cache_dir: Path | None = None) -> Hashes:
     """Exact and perceptual hashes of every sample, decoded in parallel, cached on disk."""
-    cache_file = _cache_file(folder, cache_dir)
-    cached = _load_cache(cache_file)
-    stamps = [_stamp(folder, i) for i in range(len(folder))]
+    path = cache_file(folder, cache_dir)
+    cached = _load_cache(path)
+    stamps = [file_stamp(folder, i) for i in range(len(folder))]
     results: dict[int, Record] = {i: cached[s] for i, s in enumerate(stamps) if s in cached}
     todo = [i for i in range(len(folder)) if i not in results]
-    chunks = [todo[k:k + 64] for k in range(0, len(todo), 64)]
-    workers = workers or min(8, os.cpu_count() or 1)
-    _init(folder)
-    with progress_bar("hashing images", len(todo), progress and bool(todo)) as advance:
-        pool = ProcessPoolExecutor(workers, initializer=_init, initargs=(folder,)) \
-            if workers > 1 and len(chunks) > 1 else None
-        try:
-            for chunk in (pool.map(_hash_chunk, chunks) if pool else map(_hash_chunk, chunks)):
-                results.update(chunk)
-                advance(len(chunk))
-        finally:
-            if pool is not None:
-                pool.shutdown()
+    results.update(map_samples(folder, _hash_one, todo, workers=workers, progress=progress,
+                               title="hashing images"))
     if todo:
         cached.update({stamps[i]: results[i] for i in todo if stamps[i] != "missing"})
-        _save_cache(cache_file, cached)
+        _save_cache(path, cached)
     ordered = [results[i] for i in range(len(folder))]
     return Hashes(
         exact=[r[0] for r in ordered],

@@ -18,6 +18,7 @@ conflicts, leaked images) and `inspect.json` are written there.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
@@ -78,8 +79,9 @@ def inspect_folder(root: str | os.PathLike[str], *, against: Sequence[str | os.P
                    min_correlation: float = DEFAULT_MIN_CORRELATION,
                    workers: int | None = None, progress: bool = True,
                    out: str | os.PathLike[str] | None = None,
-                   cache_dir: str | os.PathLike[str] | None = None) -> dict:
-    """The inspection report of the data set at `root` (and its leakage into `against`)."""
+                   cache_dir: str | os.PathLike[str] | None = None, shortcuts: bool = True) -> dict:
+    """The inspection report of the data set at `root` (and its leakage into `against`);
+    with `shortcuts`, the shortcut audit (`mediscan.data.shortcut_audit`) too."""
     clock = {"start": time.perf_counter()}
     folders = [scan_folder(root), *(scan_folder(path) for path in against)]
     clock["scan"] = time.perf_counter()
@@ -98,8 +100,18 @@ def inspect_folder(root: str | os.PathLike[str], *, against: Sequence[str | os.P
                         offset=int(starts[k]))
         for k, other in enumerate(folders[1:], start=1)]
     clock["analyse"] = time.perf_counter()
+    if shortcuts:
+        from mediscan.data.shortcut_audit import audit_folder
+
+        within = pairs.where(pairs.j < n)
+        report["shortcuts"] = audit_folder(data, union_groups(n, zip(within.i, within.j)),
+                                           workers=workers, progress=progress,
+                                           cache_dir=Path(cache_dir) if cache_dir else None)
+        clock["shortcuts"] = time.perf_counter()
     if out is not None:
         report["sheets"] = write_sheets(Path(out), folders, merged, owner, report)
+        for k, leak in enumerate(report["against"], start=1):
+            leak["file"] = str(write_leak_csv(Path(out) / f"leakage-{k}.csv", leak["leaked"]))
     clock["sheets"] = time.perf_counter()
     report["seconds"] = _durations(clock)
     if out is not None:
@@ -351,9 +363,40 @@ def leakage_against(data: ImageFolder, other: ImageFolder, pairs: Pairs, *, offs
     local = Pairs(pairs.i, pairs.j - offset, pairs.distance, pairs.correlation, pairs.exact)
     summary = _leak_summary(local, len(other), lambda i: _member(data, i),
                             lambda i: _member(other, i))
+    comparable = set(data.classes) == set(other.classes)
     same = [data.classes[data.samples[a].label] == other.classes[other.samples[b].label]
             for a, b in zip(local.i, local.j)]
-    return {"root": str(other.root), **summary, "class_mismatches": int(len(same) - sum(same))}
+    return {"root": str(other.root), **summary, "labels_comparable": comparable,
+            "class_mismatches": int(len(same) - sum(same)) if comparable else None,
+            "leaked": leaked_files(data, other, local)}
+
+
+def leaked_files(data: ImageFolder, other: ImageFolder, pairs: Pairs) -> list[dict]:
+    """Every image of `other` that duplicates one of `data` (pairs: i in data, j in other), once,
+    with its closest match: an exact copy first, else the smallest pHash distance."""
+    order = np.lexsort((-pairs.correlation, pairs.distance, ~pairs.exact))
+    rows: dict[int, dict] = {}
+    for k in order:
+        j = int(pairs.j[k])
+        if j not in rows:
+            source = data.samples[int(pairs.i[k])]
+            rows[j] = {"file": other.samples[j].key, "class": other.classes[other.samples[j].label],
+                       "matched": source.key, "matched_class": data.classes[source.label],
+                       "matched_split": source.split or "", "kind": "exact" if pairs.exact[k] else "near",
+                       "distance": int(pairs.distance[k]), "correlation": round(float(pairs.correlation[k]), 4)}
+    return [rows[j] for j in sorted(rows)]
+
+
+def write_leak_csv(path: Path, rows: list[dict]) -> Path:
+    """The leaked-file list as CSV: one row per leaked file with its matched image."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["file", "class", "matched", "matched_class", "matched_split", "kind", "distance",
+               "correlation"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def _leak_summary(pairs: Pairs, total: int, describe_a: Callable[[int], dict],
@@ -398,6 +441,8 @@ def write_sheets(out: Path, folders: list[ImageFolder], hashes: Hashes, owner: n
                          for g in report["label_conflicts"]["items"][:SHEET_ROWS]]
     for k, leak in enumerate(report["against"], start=1):
         rows[f"leakage-{k}"] = [_leak_row(e, k, position, read) for e in leak["examples"]]
+    rows["shortcuts"] = [row for flag in strongest_per_class(report)[:SHEET_ROWS // 2]
+                         for row in _shortcut_rows(flag, position, read)]
     written = {}
     for name, sheet_rows in rows.items():
         if sheet_rows:
@@ -448,6 +493,24 @@ def _leak_row(example: dict, k: int, position: dict,
     return (f"{leaked['key']} duplicates {source['key']} ({kind})",
             [(read(position[(k, leaked["key"])]), f"other: {leaked['class']}"),
              (read(position[(0, source["key"])]), f"data: {source['class']}")])
+
+
+def strongest_per_class(report: dict) -> list[dict]:
+    """The shortcut audit's strongest flag of each flagged class, strongest first."""
+    strongest: dict[str, dict] = {}
+    for flag in (report.get("shortcuts") or {}).get("flags", []):  # sorted by AUC, highest first
+        strongest.setdefault(flag["class"], flag)
+    return list(strongest.values())
+
+
+def _shortcut_rows(flag: dict, position: dict, read: Callable[[int], np.ndarray | None]
+                   ) -> list[tuple[str, list[Tile]]]:
+    """Two rows per flagged property: the class's most typical images, the rest's least like it."""
+    def tiles(entries: list[dict]) -> list[Tile]:
+        return [(read(position[(0, e["key"])]), f"{e['key']}\np={e['score']:.2f}") for e in entries]
+
+    return [(f"{flag['sentence']}: most typical {flag['class']}", tiles(flag["typical"])),
+            (f"other classes, least like {flag['class']} by {flag['group']}", tiles(flag["least_like"]))]
 
 
 def contact_sheet(rows: list[tuple[str, list[Tile]]], path: Path, tile: int = TILE) -> Path:

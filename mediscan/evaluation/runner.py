@@ -238,11 +238,32 @@ def evaluate_external(run_dir: Path, data: Path, *, mapping_specs: list[str] | N
               "adapted_batchnorm_layers": adapted,
               "metrics": score_metrics(scored, n_resamples=n_resamples),
               "skipped": [{"path": str(s.path), "reason": s.reason} for s in ext.skipped]}
+    result.update(_seen_and_unseen(run_dir, meta, Path(data), scored, out_dir / f"{name}_seen.csv",
+                                   n_resamples=n_resamples, workers=workers, progress=progress))
     result["metrics"]["worst_errors"] = write_plots(out_dir / name, scored)
     write_json(out_dir / f"{name}.json", result, default=float)
     write_predictions_csv(out_dir / f"{name}_predictions.csv", scored)
     refresh_report(run_dir)
     return result
+
+
+def _seen_and_unseen(run_dir: Path, meta: dict, data: Path, scored: Scored, csv_path: Path, *,
+                     n_resamples: int, workers: int | None, progress: bool) -> dict:
+    """{"seen": which files the model trained or validated on, "unseen_metrics": the rest's metrics}."""
+    from mediscan.data.inspect import write_leak_csv
+    from mediscan.evaluation.seen import check_seen
+
+    check = check_seen(run_dir, meta, scan_folder(data), workers=workers, progress=progress)
+    if not check.checked:
+        console.print(f"[yellow]not checked for images the model was trained on: {check.reason}; "
+                      "evaluated anyway")
+        return {"seen": check.summary(scored.sources), "unseen_metrics": None}
+    unseen = ~check.seen_mask(scored.sources)
+    part = Scored(scored.y_true[unseen], scored.probs[unseen], scored.classes,
+                  [s for s, keep in zip(scored.sources, unseen) if keep], scored.images[unseen],
+                  scored.abstain_below)
+    return {"seen": check.summary(scored.sources, write_leak_csv(csv_path, check.rows)),
+            "unseen_metrics": score_metrics(part, n_resamples=n_resamples) if unseen.any() else None}
 
 
 def refresh_report(run_dir: Path) -> None:

@@ -263,7 +263,8 @@ def _evaluations(run_dir: Path, problems: list[str]) -> list[dict]:
         out.append({"name": doc.get("name") or path.stem, "data": doc.get("data"),
                     "created": doc.get("created"), "mapping": doc.get("mapping"),
                     "skipped": doc.get("skipped") or [], "metrics": metrics,
-                    "headline": headline_rows(metrics), "plots": figures})
+                    "headline": headline_rows(metrics), "plots": figures, "seen": doc.get("seen"),
+                    "unseen_headline": headline_rows(doc.get("unseen_metrics"))})
     return out
 
 
