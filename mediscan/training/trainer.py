@@ -22,6 +22,7 @@ from mediscan.data.split import Split
 from mediscan.evaluation.calibration import fit_temperature
 from mediscan.inference import batched_logits, pick_device, uses_channels_last
 from mediscan.models import count_parameters, create_model, model_config
+from mediscan.ood import fit_detector
 from mediscan.progress import console, progress_bar
 from mediscan.training import distributed
 from mediscan.training.data_split import make_split
@@ -288,6 +289,19 @@ def _announce_failures(prepared: Prepared) -> None:
             console.print(f"  ... and {len(bad) - 20} more")
 
 
+def _save_run(run_dir: Path, model: nn.Module, recipe: Recipe, prepared: Prepared,
+              result: FitResult, device: torch.device) -> None:
+    """Calibrate on the validation split (temperature, OOD threshold) and write the bundle."""
+    val_logits, val_labels = _evaluate_split(model, prepared, "val", device)
+    temperature = fit_temperature(val_logits, val_labels) if len(val_labels) else 1.0
+    meta = build_meta(run_dir.name, recipe, prepared, model, result, float(temperature))
+    detector = fit_detector(model, prepared, device=device, tta=recipe.tta)
+    if detector is not None:
+        detector.save(run_dir)
+        meta["ood"] = detector.to_meta()
+    save_bundle(run_dir, model, meta)
+
+
 def train(data: str | Path, *, recipe: Recipe | str = "default", out: str | Path | None = None,
           device: str | None = None, resume: bool = False, progress: bool = True,
           workers: int | None = None, compile_model: bool = False,
@@ -324,10 +338,7 @@ def train(data: str | Path, *, recipe: Recipe | str = "default", out: str | Path
                  compile_model=compile_model)
     if dist_info.is_main:
         model.load_state_dict(result.best_state)
-        val_logits, val_labels = _evaluate_split(model, prepared, "val", torch_device)
-        temperature = fit_temperature(val_logits, val_labels) if len(val_labels) else 1.0
-        save_bundle(run_dir, model, build_meta(run_dir.name, recipe, prepared, model, result,
-                                               float(temperature)))
+        _save_run(run_dir, model, recipe, prepared, result, torch_device)
         if evaluate:
             from mediscan.evaluation.runner import evaluate_run
 
