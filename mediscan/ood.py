@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
@@ -139,7 +140,7 @@ def load_detector(run_dir: str | Path, meta: dict) -> OodDetector | None:
         return OodDetector(density, float(block["threshold"]), str(block["layer"]),
                            float(block.get("quantile", QUANTILE)), int(block.get("fit_images", 0)),
                            int(block.get("calibration_images", 0)))
-    except (OSError, KeyError, TypeError, ValueError, IndexError) as error:
+    except (OSError, KeyError, TypeError, ValueError, IndexError, SafetensorError) as error:
         raise OodStatisticsError(
             f"{path}: the out-of-distribution statistics named in model.json cannot be read "
             f"({error.__class__.__name__}: {error}); restore the file, or recompute it with "
