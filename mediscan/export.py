@@ -4,7 +4,9 @@
 recorded in the file's metadata) and returns logits; the mean/std normalisation (and the
 horizontal-flip average when the run uses TTA) is inside the graph, so every consumer feeds
 the same uint8 pixels as `Classifier.predict_batch`. Softmax with the metadata's temperature
-gives the calibrated probabilities.
+gives the calibrated probabilities. When the bundle has out-of-distribution statistics, the
+graph has a second output, `features` (the head's input, N x D), so the ONNX backend scores
+inputs with the same `ood.safetensors` as PyTorch; the parity check covers those scores too.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ from torch import nn
 from mediscan.bundle import META_FILE, load_bundle, read_meta
 from mediscan.data.folders import Sample, read_sample
 from mediscan.files import write_atomic
-from mediscan.inference import batched_logits
+from mediscan.inference import Outputs, batched_outputs, captured_inputs
+from mediscan.ood import load_detector
 from mediscan.predict import softmax
 from mediscan.transforms import Preprocess, normalize
 
 ONNX_FILE = "model.onnx"
 PARITY_TOLERANCE = 1e-4
+OOD_PARITY_TOLERANCE = 1e-3  # relative
 RANDOM_CHECK_IMAGES = 6
 DATA_CHECK_IMAGES = 8
-INPUT_NAME, OUTPUT_NAME = "image", "logits"
+INPUT_NAME, OUTPUT_NAME, FEATURES_NAME = "image", "logits", "features"
 
 
 class ExportError(ValueError):
@@ -38,18 +42,25 @@ class ExportError(ValueError):
 
 
 class Deployable(nn.Module):
-    """uint8 N x C x S x S -> logits: normalisation (and TTA) folded in front of the network."""
+    """uint8 N x C x S x S -> logits (and `feature_layer`'s input features): normalisation
+    (and TTA) folded in front of the network."""
 
-    def __init__(self, model: nn.Module, mean, std, tta: bool = False) -> None:
+    def __init__(self, model: nn.Module, mean, std, tta: bool = False,
+                 feature_layer: str | None = None) -> None:
         super().__init__()
         self.model, self.mean, self.std, self.tta = model, tuple(mean), tuple(std), tta
+        self.feature_layer = feature_layer
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor):
         x = normalize(images, self.mean, self.std)
-        logits = self.model(x)
-        if self.tta:
-            logits = (logits + self.model(torch.flip(x, dims=[3]))) / 2
-        return logits
+        layer = self.model.get_submodule(self.feature_layer) if self.feature_layer else None
+        with captured_inputs(layer) as features:
+            logits = self.model(x)
+            if self.tta:
+                logits = (logits + self.model(torch.flip(x, dims=[3]))) / 2
+        if layer is None:
+            return logits
+        return logits, sum(features) / len(features)
 
 
 class OnnxBackend:
@@ -67,12 +78,20 @@ class OnnxBackend:
         if not isinstance(path, bytes):
             check_fresh(Path(path), self.metadata)
 
+    def outputs_batch(self, images: np.ndarray, batch_size: int = 256) -> Outputs:
+        """Logits (float32 N x K), and features if the graph has them, for uint8 N x C x S x S."""
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        names = [o.name for o in self.session.get_outputs() if o.name in (OUTPUT_NAME, FEATURES_NAME)]
+        chunks = [self.session.run(names, {INPUT_NAME: images[i:i + batch_size]})
+                  for i in range(0, len(images), batch_size)]
+        if not chunks:
+            return Outputs(np.zeros((0, 0), dtype=np.float32))
+        columns = {name: np.concatenate([chunk[j] for chunk in chunks]) for j, name in enumerate(names)}
+        return Outputs(columns[OUTPUT_NAME], columns.get(FEATURES_NAME))
+
     def logits_batch(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Logits (float32 N x K) for preprocessed uint8 images N x C x S x S."""
-        images = np.ascontiguousarray(images, dtype=np.uint8)
-        chunks = [self.session.run([OUTPUT_NAME], {INPUT_NAME: images[i:i + batch_size]})[0]
-                  for i in range(0, len(images), batch_size)]
-        return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+        return self.outputs_batch(images, batch_size).logits
 
 
 def check_fresh(path: Path, metadata: dict) -> None:
@@ -96,7 +115,9 @@ def onnx_metadata(meta: dict) -> dict[str, str]:
         "tta": bool(meta.get("tta")), "created": meta.get("created"),
         "input": f"{INPUT_NAME}: uint8 N x C x S x S, the image after `preprocess`; "
                  "mean/std normalisation is inside the graph",
-        "output": f"{OUTPUT_NAME}: float N x K; softmax(logits / temperature) = probabilities",
+        "output": f"{OUTPUT_NAME}: float N x K; softmax(logits / temperature) = probabilities"
+                  + (f"; {FEATURES_NAME}: float N x D, the head's input, scored with ood.safetensors"
+                     if meta.get("ood") else ""),
     }
     return {key: json.dumps(value) for key, value in values.items()}
 
@@ -104,12 +125,13 @@ def onnx_metadata(meta: dict) -> dict[str, str]:
 def _to_onnx_bytes(module: Deployable, example: torch.Tensor, opset: int) -> bytes:
     """The TorchScript exporter (dynamo=False): simple and reliable for these CNNs."""
     buffer = io.BytesIO()
+    outputs = [OUTPUT_NAME, FEATURES_NAME] if module.feature_layer else [OUTPUT_NAME]
     with warnings.catch_warnings():  # the legacy exporter's deprecation; constant mean/std
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(module, (example,), buffer, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                          output_names=outputs, opset_version=opset, dynamo=False,
+                          dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *outputs]})
     return buffer.getvalue()
 
 
@@ -139,15 +161,23 @@ def _test_samples(run_dir: Path) -> list[Sample]:
     return samples
 
 
-def parity(model: nn.Module, meta: dict, onnx_bytes: bytes, images: np.ndarray) -> dict:
-    """Max |prob difference| and argmax agreement of ONNX vs PyTorch on `images`."""
+def parity(model: nn.Module, meta: dict, onnx_bytes: bytes, images: np.ndarray,
+           detector=None) -> dict:
+    """Max |prob difference| and argmax agreement of ONNX vs PyTorch on `images` (and, with a
+    detector, the largest relative difference of their OOD scores)."""
     temperature = float(meta["temperature"])
-    torch_probs = softmax(batched_logits(model, images, mean=meta["mean"], std=meta["std"],
-                                         tta=bool(meta.get("tta"))), temperature)
-    onnx_probs = softmax(OnnxBackend(onnx_bytes).logits_batch(images), temperature)
-    return {"images": len(images),
-            "max_abs_prob_diff": float(np.abs(torch_probs - onnx_probs).max()),
-            "same_argmax": bool((torch_probs.argmax(1) == onnx_probs.argmax(1)).all())}
+    layer = model.get_submodule(detector.layer) if detector is not None else None
+    torch_out = batched_outputs(model, images, mean=meta["mean"], std=meta["std"],
+                                tta=bool(meta.get("tta")), feature_layer=layer)
+    onnx_out = OnnxBackend(onnx_bytes).outputs_batch(images)
+    torch_probs, onnx_probs = softmax(torch_out.logits, temperature), softmax(onnx_out.logits, temperature)
+    result = {"images": len(images),
+              "max_abs_prob_diff": float(np.abs(torch_probs - onnx_probs).max()),
+              "same_argmax": bool((torch_probs.argmax(1) == onnx_probs.argmax(1)).all())}
+    if detector is not None:
+        torch_scores, onnx_scores = detector.score(torch_out.features), detector.score(onnx_out.features)
+        result["max_rel_ood_score_diff"] = float((np.abs(torch_scores - onnx_scores) / torch_scores).max())
+    return result
 
 
 def export_onnx(run_dir: str | Path, *, opset: int = 17, check: bool = True) -> Path:
@@ -160,21 +190,24 @@ def export_onnx(run_dir: str | Path, *, opset: int = 17, check: bool = True) -> 
 
     run_dir = Path(run_dir)
     model, meta = load_bundle(run_dir, device="cpu")
-    module = Deployable(model, meta["mean"], meta["std"], bool(meta.get("tta"))).eval()
+    detector = load_detector(run_dir, meta)
+    module = Deployable(model, meta["mean"], meta["std"], bool(meta.get("tta")),
+                        detector.layer if detector is not None else None).eval()
     preprocess = Preprocess.from_dict(meta["preprocess"])
     example = torch.zeros(2, preprocess.channels, preprocess.size, preprocess.size, dtype=torch.uint8)
     proto = onnx.load_from_string(_to_onnx_bytes(module, example, opset))
     onnx.checker.check_model(proto)
     props = onnx_metadata(meta)
     if check:
-        props["parity"] = json.dumps(_checked_parity(model, meta, proto, run_dir))
+        props["parity"] = json.dumps(_checked_parity(model, meta, proto, run_dir, detector))
     onnx.helper.set_model_props(proto, props)
     return write_atomic(run_dir / ONNX_FILE, proto.SerializeToString())
 
 
-def _checked_parity(model: nn.Module, meta: dict, proto, run_dir: Path) -> dict:
-    result = parity(model, meta, proto.SerializeToString(), check_images(run_dir, meta))
-    if result["max_abs_prob_diff"] > PARITY_TOLERANCE or not result["same_argmax"]:
+def _checked_parity(model: nn.Module, meta: dict, proto, run_dir: Path, detector) -> dict:
+    result = parity(model, meta, proto.SerializeToString(), check_images(run_dir, meta), detector)
+    ood_off = result.get("max_rel_ood_score_diff", 0.0) > OOD_PARITY_TOLERANCE
+    if result["max_abs_prob_diff"] > PARITY_TOLERANCE or not result["same_argmax"] or ood_off:
         raise ExportError(f"{run_dir}: ONNX disagrees with PyTorch ({result}); model.onnx was "
                           "not written. Try another --opset or report the model name.")
     return result

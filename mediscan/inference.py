@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,27 +36,62 @@ def autocast_for(device: torch.device):
     return nullcontext()
 
 
+@dataclass
+class Outputs:
+    """One forward pass over a batch: logits (N x K) and, when asked for, the head's input features (N x D)."""
+
+    logits: np.ndarray
+    features: np.ndarray | None = None
+
+
+@contextmanager
+def captured_inputs(layer: nn.Module | None):
+    """Collect the (flattened, float) input of `layer` on every forward call into the yielded list."""
+    captured: list[torch.Tensor] = []
+    if layer is None:
+        yield captured
+        return
+    handle = layer.register_forward_pre_hook(
+        lambda _module, args: captured.append(args[0].detach().flatten(1).float()))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
 @torch.inference_mode()
-def batched_logits(model: nn.Module, images: np.ndarray | torch.Tensor, *, mean, std,
-                   device: torch.device | str = "cpu", batch_size: int = 256,
-                   tta: bool = False) -> np.ndarray:
-    """Logits (float32, N x K) for uint8 images N x C x S x S; `tta` averages with the h-flip."""
+def batched_outputs(model: nn.Module, images: np.ndarray | torch.Tensor, *, mean, std,
+                    device: torch.device | str = "cpu", batch_size: int = 256, tta: bool = False,
+                    feature_layer: nn.Module | None = None) -> Outputs:
+    """Logits (float32, N x K) for uint8 images N x C x S x S, plus `feature_layer`'s input
+    features from the same pass when given; `tta` averages both with the h-flip."""
     device = torch.device(device)
     model.eval()
-    outputs = []
+    logits_out, features_out = [], []
     for start in range(0, len(images), batch_size):
         chunk = torch.from_numpy(np.array(images[start:start + batch_size]))  # writable copy
         x = normalize(chunk.to(device, non_blocking=True), mean, std)
         if uses_channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(device):
+        with autocast_for(device), captured_inputs(feature_layer) as features:
             logits = model(x).float()
             if tta:
                 logits = (logits + model(torch.flip(x, dims=[3])).float()) / 2
-        outputs.append(logits.cpu())
-    if not outputs:
-        return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(outputs).numpy()
+        logits_out.append(logits.cpu())
+        if features:
+            features_out.append((sum(features) / len(features)).cpu())
+    if not logits_out:
+        return Outputs(np.zeros((0, 0), dtype=np.float32))
+    return Outputs(torch.cat(logits_out).numpy(),
+                   torch.cat(features_out).numpy() if features_out else None)
+
+
+def batched_logits(model: nn.Module, images: np.ndarray | torch.Tensor, *, mean, std,
+                   device: torch.device | str = "cpu", batch_size: int = 256,
+                   tta: bool = False) -> np.ndarray:
+    """Logits (float32, N x K) for uint8 images N x C x S x S; `tta` averages with the h-flip."""
+    return batched_outputs(model, images, mean=mean, std=std, device=device,
+                           batch_size=batch_size, tta=tta).logits
 
 
 def images_per_second(model: nn.Module, images: np.ndarray, *, mean, std,

@@ -11,7 +11,8 @@ import numpy as np
 from mediscan.bundle import load_bundle, read_meta
 from mediscan.data.folders import Skipped
 from mediscan.data.readers import ImageReadError, looks_like_image, read_image
-from mediscan.inference import batched_logits, pick_device
+from mediscan.inference import Outputs, batched_outputs, pick_device
+from mediscan.ood import VERDICT, OodDetector, load_detector
 from mediscan.transforms import Preprocess
 
 DEFAULT_ABSTAIN_BELOW = 0.0
@@ -19,13 +20,16 @@ DEFAULT_ABSTAIN_BELOW = 0.0
 
 @dataclass
 class Prediction:
-    """One image's result; `uncertain` when the top probability is below the abstain threshold."""
+    """One image's result; `uncertain` when the top probability is below the abstain threshold,
+    `outside` when the image is unlike the training images (None: the bundle has no OOD statistics)."""
 
     source: str
     label: str
     probability: float
     probabilities: dict[str, float]
     uncertain: bool = False
+    ood_score: float | None = None
+    outside: bool | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -33,6 +37,7 @@ class Prediction:
     def sentence(self) -> str:
         """The seed tutorial's phrasing, with mediscan's uncertainty flag."""
         flag = " (uncertain: below the confidence threshold)" if self.uncertain else ""
+        flag += f" ({VERDICT}: unlike its training images)" if self.outside else ""
         return f"There's {100 * self.probability:.2f} percent probability that the image shows {self.label}{flag}"
 
 
@@ -76,13 +81,14 @@ class Classifier:
     """A trained model with its preprocessing, classes and calibration, ready to predict."""
 
     def __init__(self, model, meta: dict, *, device=None, backend: str = "torch",
-                 abstain_below: float | None = None) -> None:
+                 abstain_below: float | None = None, ood: OodDetector | None = None) -> None:
         self.model, self.meta, self.backend = model, meta, backend
         self.device = pick_device(device) if model is not None else None
         self.classes: list[str] = list(meta["classes"])
         self.preprocess = Preprocess.from_dict(meta["preprocess"])
         self.temperature = float(meta.get("temperature", 1.0))
         self.abstain_below = DEFAULT_ABSTAIN_BELOW if abstain_below is None else abstain_below
+        self.ood = ood
         self.onnx = None
 
     @classmethod
@@ -93,37 +99,56 @@ class Classifier:
         if backend == "onnx":
             from mediscan.export import OnnxBackend
 
-            classifier = cls(None, read_meta(run_dir), backend="onnx", abstain_below=abstain_below)
+            meta = read_meta(run_dir)
+            classifier = cls(None, meta, backend="onnx", abstain_below=abstain_below,
+                             ood=load_detector(run_dir, meta))
             classifier.onnx = OnnxBackend(run_dir / "model.onnx")
             return classifier
         if backend != "torch":
             raise ValueError(f"unknown backend {backend!r}; choose torch or onnx")
         model, meta = load_bundle(run_dir, device=pick_device(device))
-        return cls(model, meta, device=device, abstain_below=abstain_below)
+        return cls(model, meta, device=device, abstain_below=abstain_below,
+                   ood=load_detector(run_dir, meta))
+
+    def outputs_batch(self, images: np.ndarray) -> Outputs:
+        """Logits, and the head's input features when the bundle has OOD statistics, in one pass."""
+        if self.onnx is not None:
+            return self.onnx.outputs_batch(images)
+        layer = self.model.get_submodule(self.ood.layer) if self.ood is not None else None
+        return batched_outputs(self.model, images, mean=self.meta["mean"], std=self.meta["std"],
+                               device=self.device, tta=bool(self.meta.get("tta")), feature_layer=layer)
 
     def logits_batch(self, images: np.ndarray) -> np.ndarray:
         """Raw logits for preprocessed uint8 images N x C x S x S."""
-        if self.onnx is not None:
-            return self.onnx.logits_batch(images)
-        return batched_logits(self.model, images, mean=self.meta["mean"], std=self.meta["std"],
-                              device=self.device, tta=bool(self.meta.get("tta")))
+        return self.outputs_batch(images).logits
+
+    def ood_scores(self, outputs: Outputs) -> np.ndarray | None:
+        """Out-of-distribution score per image (None without statistics or features)."""
+        if self.ood is None or outputs.features is None:
+            return None
+        return self.ood.score(outputs.features)
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for preprocessed uint8 images N x C x S x S."""
         return softmax(self.logits_batch(images), self.temperature)
 
-    def _prediction(self, source: str, probs: np.ndarray) -> Prediction:
+    def _prediction(self, source: str, probs: np.ndarray, ood_score: float | None) -> Prediction:
         top = int(probs.argmax())
+        outside = None if ood_score is None else bool(self.ood.outside(ood_score))
         return Prediction(source, self.classes[top], float(probs[top]),
                           {c: float(p) for c, p in zip(self.classes, probs)},
-                          bool(probs[top] < self.abstain_below))
+                          bool(probs[top] < self.abstain_below),
+                          None if ood_score is None else float(ood_score), outside)
 
     def predict_arrays(self, images: Sequence[np.ndarray], sources: Sequence[str]) -> list[Prediction]:
         """Predict decoded images (uint8 HxW or HxWx3) in one batch."""
         if not len(images):
             return []
-        batch = np.stack([self.preprocess(image) for image in images])
-        return [self._prediction(s, p) for s, p in zip(sources, self.predict_batch(batch))]
+        outputs = self.outputs_batch(np.stack([self.preprocess(image) for image in images]))
+        probs = softmax(outputs.logits, self.temperature)
+        scores = self.ood_scores(outputs)
+        scores = [None] * len(probs) if scores is None else scores
+        return [self._prediction(*row) for row in zip(sources, probs, scores)]
 
     def predict_files(self, inputs: Iterable[str | Path], *, batch_size: int = 64) -> PredictionBatch:
         """Predict files and folders; unreadable inputs are collected, the rest still predicted."""

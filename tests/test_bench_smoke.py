@@ -138,3 +138,13 @@ def test_cam_pointing_prints_hit_rates_per_layer(tiny_run, env):
         (method, layer) for method in ("gradcam", "gradcam++") for layer in ("layer4", "layer1,layer2")]
     for row in result["results"]:
         assert row["images"] == len(tumours) and 0 <= row["hits"] <= row["images"]
+
+
+@pytest.mark.slow
+def test_ood_prints_flagged_fractions_and_auroc(tiny_run, env, tmp_path):
+    done = run_script("ood.py", str(tiny_run), "--n", "6", "--chest", str(tmp_path / "none.npz"),
+                      "--device", "cpu", env=env)
+    assert "flagged %" in done.stdout and "AUROC ood" in done.stdout
+    sets = last_json(done.stdout)["sets"]
+    assert set(sets) == {"own test split", "noise", "blank", "photos", "synthetic", "all foreign"}
+    assert sets["all foreign"]["n"] == 24 and 0.0 <= sets["noise"]["auroc_ood"] <= 1.0

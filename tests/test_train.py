@@ -138,7 +138,7 @@ def test_predict_cli_reports_bad_files_and_continues(run_dir, data_dir):
     assert payload["failures"][0]["path"].endswith("truncated.jpg")
     csv_result = CliRunner().invoke(app, ["predict", str(run_dir), str(good[0]), "--csv"])
     header = csv_result.stdout.splitlines()[0]
-    assert header == "file,label,probability,uncertain,circle,cross,square"
+    assert header == "file,label,probability,uncertain,ood_score,outside,circle,cross,square"
 
 
 def test_predict_accepts_arrays_of_any_mode(run_dir):

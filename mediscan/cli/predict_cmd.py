@@ -10,14 +10,16 @@ from typing import List, Optional
 import typer
 
 from mediscan.cli.common import emit_json, user_errors
+from mediscan.ood import VERDICT
 from mediscan.progress import console
 
 
 def _write_csv(batch, classes: list[str]) -> None:
     writer = csv.writer(sys.stdout)
-    writer.writerow(["file", "label", "probability", "uncertain", *classes])
+    writer.writerow(["file", "label", "probability", "uncertain", "ood_score", "outside", *classes])
     for p in batch.predictions:
-        writer.writerow([p.source, p.label, f"{p.probability:.6f}", int(p.uncertain),
+        ood = ["", ""] if p.ood_score is None else [f"{p.ood_score:.4f}", int(p.outside)]
+        writer.writerow([p.source, p.label, f"{p.probability:.6f}", int(p.uncertain), *ood,
                          *(f"{p.probabilities[c]:.6f}" for c in classes)])
 
 
@@ -25,6 +27,7 @@ def _print_table(batch) -> None:
     width = max((len(p.source) for p in batch.predictions), default=10)
     for p in batch.predictions:
         flag = "  [yellow]uncertain[/yellow]" if p.uncertain else ""
+        flag += f"  [red]{VERDICT}[/red]" if p.outside else ""
         console.print(f"{p.source:<{width}}  {p.label:<12} {100 * p.probability:5.1f}%{flag}",
                       highlight=False)
 

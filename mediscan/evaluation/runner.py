@@ -18,8 +18,9 @@ from mediscan.evaluation.calibration import abstain_summary, calibration_summary
 from mediscan.evaluation.mapping import map_probabilities, parse_mapping, resolve_target_order
 from mediscan.evaluation.stats import metrics_with_ci
 from mediscan.files import write_atomic, write_json
-from mediscan.inference import batched_logits, pick_device
-from mediscan.predict import DEFAULT_ABSTAIN_BELOW, softmax
+from mediscan.inference import pick_device
+from mediscan.ood import METHOD, OodDetector, load_detector
+from mediscan.predict import DEFAULT_ABSTAIN_BELOW, Classifier, softmax
 from mediscan.progress import console
 from mediscan.report import plots
 from mediscan.transforms import Preprocess
@@ -37,6 +38,9 @@ class Scored:
     sources: list[str]
     images: np.ndarray  # uint8 N x C x S x S (the preprocessed view the model saw)
     abstain_below: float | None = None  # None: no abstain block; flags use DEFAULT_ABSTAIN_BELOW
+    ood_scores: np.ndarray | None = None  # None: the bundle has no OOD statistics
+    outside: np.ndarray | None = None  # per sample: OOD score above the bundle's threshold
+    detector: OodDetector | None = None  # what scored them
 
     @property
     def uncertain(self) -> np.ndarray:
@@ -61,12 +65,20 @@ def worst_errors(scored: Scored, limit: int = WORST_ERRORS) -> list[int]:
 def write_predictions_csv(path: Path, scored: Scored) -> None:
     text = io.StringIO(newline="")
     writer = csv.writer(text)
-    writer.writerow(["file", "true", "predicted", "probability", "uncertain", *scored.classes])
-    for source, truth, row, flag in zip(scored.sources, scored.y_true, scored.probs, scored.uncertain):
+    writer.writerow(["file", "true", "predicted", "probability", "uncertain", "ood_score", "outside",
+                     *scored.classes])
+    for i, (source, truth, row) in enumerate(zip(scored.sources, scored.y_true, scored.probs)):
         top = int(row.argmax())
         writer.writerow([source, scored.classes[truth], scored.classes[top], f"{row[top]:.6f}",
-                         int(flag), *(f"{p:.6f}" for p in row)])
+                         int(scored.uncertain[i]), *_ood_cells(scored, i), *(f"{p:.6f}" for p in row)])
     write_atomic(path, text.getvalue())
+
+
+def _ood_cells(scored: Scored, i: int) -> list[str]:
+    """The ood_score and outside cells of row i; empty without OOD statistics."""
+    if scored.ood_scores is None:
+        return ["", ""]
+    return [f"{scored.ood_scores[i]:.4f}", str(int(scored.outside[i]))]
 
 
 def write_plots(plot_dir: Path, scored: Scored, prefix: str = "") -> list[dict]:
@@ -87,7 +99,8 @@ def write_plots(plot_dir: Path, scored: Scored, prefix: str = "") -> list[dict]:
                            plot_dir / f"{prefix}worst_errors.png", ncols=4)
     return [{"file": scored.sources[i], "true": scored.classes[scored.y_true[i]],
              "predicted": scored.classes[int(scored.probs[i].argmax())],
-             "probability": float(scored.probs[i].max()), "uncertain": bool(uncertain[i])}
+             "probability": float(scored.probs[i].max()), "uncertain": bool(uncertain[i]),
+             "outside": None if scored.outside is None else bool(scored.outside[i])}
             for i in errors]
 
 
@@ -106,7 +119,19 @@ def score_metrics(scored: Scored, *, n_resamples: int, seed: int = 0) -> dict:
     if scored.abstain_below is not None:
         result["abstain"] = abstain_summary(scored.probs, scored.y_true, scored.abstain_below,
                                             n_resamples=n_resamples, seed=seed)
+    if scored.ood_scores is not None:
+        result["ood"] = ood_summary(scored)
     return result
+
+
+def ood_summary(scored: Scored) -> dict:
+    """The "ood" block: images above the OOD threshold, and the accuracy on the others."""
+    n, n_outside = len(scored.outside), int(scored.outside.sum())
+    inside = ~scored.outside
+    accuracy = float((scored.probs[inside].argmax(1) == scored.y_true[inside]).mean()) if inside.any() else None
+    return {"method": METHOD, "threshold": scored.detector.threshold,
+            "quantile": scored.detector.quantile, "n": n, "n_outside": n_outside,
+            "fraction_outside": n_outside / n if n else None, "accuracy_inside": accuracy}
 
 
 def _model_and_meta(run_dir: Path, model, device):
@@ -129,11 +154,19 @@ def load_run_data(run_dir: Path, meta: dict, *, workers: int | None = None,
                         workers=workers, progress=progress)
 
 
-def _split_logits(model, meta: dict, prepared, name: str, device):
+def _split_outputs(classifier: Classifier, prepared, name: str):
     index = np.sort(prepared.indices[name])
-    logits = batched_logits(model, prepared.decoded.images[index], mean=meta["mean"],
-                            std=meta["std"], device=device, tta=bool(meta.get("tta")))
-    return logits, prepared.folder.labels[index], index
+    outputs = classifier.outputs_batch(prepared.decoded.images[index])
+    return outputs, prepared.folder.labels[index], index
+
+
+def _with_ood(scored: Scored, classifier: Classifier, outputs) -> Scored:
+    """Scored with the OOD scores and verdicts of the same forward pass (if the bundle has statistics)."""
+    scores = classifier.ood_scores(outputs)
+    if scores is not None:
+        scored.ood_scores, scored.outside = scores, classifier.ood.outside(scores)
+        scored.detector = classifier.ood
+    return scored
 
 
 def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progress: bool = True,
@@ -144,17 +177,21 @@ def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progr
     `val_logits`: the validation split's logits if the caller has them (training just scored it)."""
     run_dir, device = Path(run_dir), pick_device(device)
     model, meta = _model_and_meta(run_dir, model, device)
+    classifier = Classifier(model, meta, device=device, ood=load_detector(run_dir, meta))
     prepared = prepared or load_run_data(run_dir, meta, workers=workers, progress=progress)
-    test_logits, y_test, test_index = _split_logits(model, meta, prepared, "test", device)
+    test_outputs, y_test, test_index = _split_outputs(classifier, prepared, "test")
     if len(y_test) == 0:
         console.print("[yellow]no test split: nothing to evaluate")
         return {}
-    scored = Scored(y_test, softmax(test_logits, meta["temperature"]), meta["classes"],
-                    [prepared.folder.samples[i].key for i in test_index],
-                    prepared.decoded.images[test_index], abstain_below)
+    test_logits = test_outputs.logits
+    scored = _with_ood(Scored(y_test, softmax(test_logits, meta["temperature"]), meta["classes"],
+                              [prepared.folder.samples[i].key for i in test_index],
+                              prepared.decoded.images[test_index], abstain_below),
+                       classifier, test_outputs)
     result = {"test": score_metrics(scored, n_resamples=n_resamples)}
     if val_logits is None:
-        val_logits, y_val, _ = _split_logits(model, meta, prepared, "val", device)
+        val_outputs, y_val, _ = _split_outputs(classifier, prepared, "val")
+        val_logits = val_outputs.logits
     else:
         y_val = prepared.folder.labels[np.sort(prepared.indices["val"])]
     if len(y_val):
@@ -223,15 +260,16 @@ def evaluate_external(run_dir: Path, data: Path, *, mapping_specs: list[str] | N
     `adapt`: re-estimate batch-norm statistics on that data set first (`evaluation.adapt`)."""
     run_dir, device = Path(run_dir), pick_device(device)
     model, meta = load_bundle(run_dir, device=device)
+    classifier = Classifier(model, meta, device=device, ood=load_detector(run_dir, meta))
     ext = load_external(Path(data), meta, mapping_specs, workers=workers, progress=progress)
     adapted = adapt_batchnorm(model, ext.images, mean=meta["mean"], std=meta["std"],
                               device=device) if adapt else 0
-    probs = softmax(batched_logits(model, ext.images, mean=meta["mean"], std=meta["std"],
-                                   device=device, tta=bool(meta.get("tta"))),
-                    meta["temperature"])
+    outputs = classifier.outputs_batch(ext.images)
+    probs = softmax(outputs.logits, meta["temperature"])
     if ext.mapping:
         probs = map_probabilities(probs, meta["classes"], ext.mapping, ext.classes)
-    scored = Scored(ext.y_true, probs, ext.classes, ext.keys, ext.images, abstain_below)
+    scored = _with_ood(Scored(ext.y_true, probs, ext.classes, ext.keys, ext.images, abstain_below),
+                       classifier, outputs)
     name = name or _slug(Path(data))
     out_dir = run_dir / "evaluations"
     result = {"name": name, "data": str(data), "mapping": ext.mapping or {},

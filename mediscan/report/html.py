@@ -22,7 +22,8 @@ metrics.json::
              # optional extras inside "test":
              #   "selective": <calibration.selective_prediction output>,
              #   "abstain": <calibration.abstain_summary output>,   # evaluate --abstain-below
-             #   "worst_errors": [{"file", "true", "predicted", "probability", "uncertain"}, ...]
+             #   "ood": {"threshold", "n", "n_outside", "fraction_outside", "accuracy_inside"},
+             #   "worst_errors": [{"file", "true", "predicted", "probability", "uncertain", "outside"}, ...]
      "val": <classification_metrics or metrics_with_ci output>,   # optional
      "split": {"train": 4571, "val": 571, "test": 572},        # sizes (or any small dict)
      "calibration": <calibration.calibration_summary output>}  # optional

@@ -47,6 +47,9 @@ MODEL_CARD = {
          "from other scanners, protocols or populations may be confidently misclassified."),
         ("Probabilities are calibrated on the run's validation split only; the 'uncertain' "
          "flag marks predictions below the confidence threshold, not every error."),
+        ("'Outside what this model knows' marks images whose features are far from every "
+         "training class (above the 96th percentile of the validation images); about 1 in 25 "
+         "ordinary images is flagged too, and an unflagged image can still be foreign."),
         ("Grad-CAM shows where the network's evidence for a class lies on the preprocessed "
          "image; it is a coarse heat map, not a segmentation or a reason a clinician can use."),
     ],
@@ -155,7 +158,7 @@ def describe_model(classifier: Classifier, run_dir: str | Path | None = None) ->
         "preprocess": classifier.preprocess.to_dict(), "temperature": classifier.temperature,
         "abstain_below": classifier.abstain_below, "backend": classifier.backend,
         "metrics": headline_metrics(run_dir), "model_card": MODEL_CARD,
-        "training_data": meta.get("data", {}).get("counts"),
+        "training_data": meta.get("data", {}).get("counts"), "ood": meta.get("ood"),
     }
 
 
@@ -172,7 +175,7 @@ def prediction_payload(prediction: Prediction, version: dict) -> dict:
     """The JSON of one prediction."""
     return {"class": prediction.label, "probability": prediction.probability,
             "probabilities": prediction.probabilities, "uncertain": prediction.uncertain,
-            "model": version}
+            "ood_score": prediction.ood_score, "outside": prediction.outside, "model": version}
 
 
 def png_base64(rgb: np.ndarray) -> str:

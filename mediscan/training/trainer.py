@@ -24,6 +24,7 @@ from mediscan.evaluation.calibration import fit_temperature
 from mediscan.files import read_json, write_atomic, write_json
 from mediscan.inference import batched_logits, pick_device, uses_channels_last
 from mediscan.models import count_parameters, create_model, model_config
+from mediscan.ood import fit_detector
 from mediscan.progress import console, progress_bar
 from mediscan.training import distributed
 from mediscan.training.data_split import make_split
@@ -328,15 +329,20 @@ def _announce_recipe(recipe: Recipe, named: bool, device: torch.device) -> None:
 
 def _finish(run_dir: Path, model: nn.Module, recipe: Recipe, prepared: Prepared, result: FitResult,
             device: torch.device, evaluate: bool, progress: bool) -> None:
-    """Temperature from the best epoch's validation logits, the bundle, the test evaluation."""
+    """Calibrate (temperature from the best epoch's validation logits, OOD threshold), write the
+    bundle, evaluate the test split."""
     model.load_state_dict(result.best_state)
     val_logits = result.best_val_logits
     if val_logits is None:
         val_logits, _ = _evaluate_split(model, prepared, "val", device)
     val_labels = prepared.folder.labels[np.sort(prepared.indices["val"])]
     temperature = fit_temperature(val_logits, val_labels) if len(val_labels) else 1.0
-    save_bundle(run_dir, model, build_meta(run_dir.name, recipe, prepared, model, result,
-                                           float(temperature)))
+    meta = build_meta(run_dir.name, recipe, prepared, model, result, float(temperature))
+    detector = fit_detector(model, prepared, device=device, tta=recipe.tta)
+    if detector is not None:
+        detector.save(run_dir)
+        meta["ood"] = detector.to_meta()
+    save_bundle(run_dir, model, meta)
     if evaluate:
         from mediscan.evaluation.runner import evaluate_run
 

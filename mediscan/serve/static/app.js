@@ -58,6 +58,7 @@ function showResult(result) {
   $("predicted-class").textContent = result.class;
   $("probability").textContent = `(${percent(result.probability)})`;
   $("uncertain").hidden = !result.uncertain;
+  $("outside").hidden = result.outside !== true;
   showBars(result.probabilities, result.class);
   $("image").src = `data:image/png;base64,${result.image_png}`;
   $("overlay").src = `data:image/png;base64,${result.overlay_png}`;
@@ -120,6 +121,10 @@ async function loadModel() {
   addCardEntry("Classes", model.classes.join(", "));
   addCardEntry("Architecture", `${model.architecture}, ${model.input_size} px input`);
   addCardEntry("Test metrics", formatMetrics(model.metrics));
+  addCardEntry("Out-of-distribution check", model.ood
+    ? `feature distance above ${model.ood.threshold.toFixed(2)} (the ${Math.round(100 * model.ood.quantile)}th ` +
+      "percentile of validation images) is flagged as outside what this model knows"
+    : "none: this model was trained before out-of-distribution statistics were recorded");
   addCardEntry("Limitations", model.model_card.limitations.join(" "));
   addCardEntry("Created", model.created || "unknown");
 }
