@@ -14,15 +14,16 @@ import torch
 
 
 def test_finish_reserve_counts_validation_test_tta_and_report():
-    plan = TimePlan(budget=100.0, n_val=200, n_test=300, tta=True, started=0.0)
+    plan = TimePlan(budget=100.0, n_val=200, n_test=300, tta=True, n_ood_fit=400, started=0.0)
     plan.observe(images=100, seconds=1.0)  # 10 ms an image
-    assert plan.finish_seconds() == pytest.approx((200 + 2 * 300) * 0.01 + time_plan.REPORT_SECONDS)
+    passes = 200 + 2 * (400 + 200 + 300)
+    assert plan.finish_seconds() == pytest.approx(passes * 0.01 + time_plan.REPORT_SECONDS)
 
 
 def test_training_gets_what_the_budget_leaves():
     plan = TimePlan(budget=100.0, n_val=100, n_test=100, started=0.0)
     plan.observe(images=100, seconds=2.0)
-    expected = 100 * (1 - time_plan.SAFETY) - 10.0 - (4.0 + time_plan.REPORT_SECONDS)
+    expected = 100 * (1 - time_plan.SAFETY) - 10.0 - (2 * 100 * 0.02 + 100 * 0.02 + time_plan.REPORT_SECONDS)
     assert plan.training_seconds(loop_started=10.0) == pytest.approx(expected)
     assert TimePlan(budget=None, n_val=1, n_test=1).training_seconds(0.0) is None
     assert plan.training_seconds(loop_started=1e6) == 1.0  # never negative

@@ -28,6 +28,7 @@ class TimePlan:
     n_val: int
     n_test: int
     tta: bool = False
+    n_ood_fit: int = 0  # training images the OOD statistics are fitted on
     started: float = field(default_factory=time.perf_counter)
     seconds_per_image: float = 0.0  # inference, measured
 
@@ -36,8 +37,9 @@ class TimePlan:
         return None if self.budget is None else self.started + self.budget * (1 - SAFETY)
 
     def finish_seconds(self) -> float:
-        """A last validation pass, the test split (twice with TTA) and the report."""
-        passes = self.n_val + self.n_test * (2 if self.tta else 1)
+        """A last validation pass, the OOD statistics (training sample + validation), the test
+        split (each twice with TTA) and the report."""
+        passes = self.n_val + (self.n_ood_fit + self.n_val + self.n_test) * (2 if self.tta else 1)
         return passes * self.seconds_per_image + REPORT_SECONDS
 
     def training_seconds(self, loop_started: float) -> float | None:

@@ -24,7 +24,7 @@ from mediscan.evaluation.calibration import fit_temperature
 from mediscan.files import read_json, write_atomic, write_json
 from mediscan.inference import batched_logits, pick_device, uses_channels_last
 from mediscan.models import count_parameters, create_model, model_config
-from mediscan.ood import fit_detector
+from mediscan.ood import MAX_FIT_IMAGES, fit_detector
 from mediscan.progress import console, progress_bar
 from mediscan.training import distributed
 from mediscan.training.data_split import make_split
@@ -404,7 +404,8 @@ def _time_plan(recipe: Recipe, prepared: Prepared, model: nn.Module, device: tor
     if not recipe.time_budget:
         return None
     plan = TimePlan(recipe.time_budget, len(prepared.indices["val"]), len(prepared.indices["test"]),
-                    recipe.tta, started=started)
+                    recipe.tta, n_ood_fit=min(MAX_FIT_IMAGES, len(prepared.indices["train"])),
+                    started=started)
     plan.measure_inference(model, prepared.decoded.images[np.sort(prepared.indices["val"])],
                            mean=prepared.mean, std=prepared.std, device=device)
     if announce:
