@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import math
 import time
@@ -17,6 +18,7 @@ from torch import nn
 from mediscan.augment import BatchAugment
 from mediscan.bundle import load_checkpoint, save_bundle, save_checkpoint
 from mediscan.data.cache import DecodedImages, load_images
+from mediscan.data.characterise import Characterisation, characterise
 from mediscan.data.folders import ImageFolder, scan_folder
 from mediscan.data.split import Split
 from mediscan.evaluation.calibration import fit_temperature
@@ -32,7 +34,7 @@ from mediscan.training.loop import (
     image_source,
     train_one_epoch,
 )
-from mediscan.training.recipes import Recipe, get_recipe
+from mediscan.training.recipes import AUTO, AUTO_FIELDS, Recipe, get_recipe
 from mediscan.training.schedule import lr_at
 from mediscan.transforms import Preprocess
 
@@ -50,6 +52,8 @@ class Prepared:
     preprocess: Preprocess
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    recipe: Recipe  # with the preprocessing chosen from the data filled in
+    characterisation: Characterisation | None = None  # None: the recipe fixed every choice
 
 
 def resolve_recipe(recipe: Recipe | str, **overrides) -> Recipe:
@@ -58,8 +62,28 @@ def resolve_recipe(recipe: Recipe | str, **overrides) -> Recipe:
     return base.with_overrides(**overrides)
 
 
+def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
+                         progress: bool = True) -> tuple[Recipe, Characterisation | None]:
+    """The recipe with its "auto" preprocessing fields chosen from the data, and the findings."""
+    auto = [name for name in AUTO_FIELDS if getattr(recipe, name) == AUTO]
+    if not auto:
+        return recipe, None
+    found = characterise(folder, progress=progress)
+    chosen = {"channels": model_config(recipe.model).channels, "crop_foreground": found.crop_foreground,
+              "clip_percentiles": found.clip_percentiles, "normalization": found.normalization}
+    if progress:
+        console.print(f"preprocessing chosen from {found.images} images ({', '.join(auto)}):")
+        for reason in found.reasons:
+            console.print(f"  {reason}")
+    return dataclasses.replace(recipe, **{name: chosen[name] for name in auto}), found
+
+
 def preprocess_for(recipe: Recipe) -> Preprocess:
-    """The preprocessing a recipe implies (input size defaults to the model's)."""
+    """The preprocessing a recipe implies (input size defaults to the model's); no "auto" left."""
+    auto = [name for name in AUTO_FIELDS if getattr(recipe, name) == AUTO]
+    if auto:
+        raise ValueError(f"recipe {recipe.name!r}: {', '.join(auto)} still 'auto'; choose them from the "
+                         "data first (choose_preprocessing) or give fixed values")
     size = recipe.input_size or model_config(recipe.model).input_size
     return Preprocess(size=size, channels=recipe.channels, fit=recipe.fit,
                       crop_foreground=recipe.crop_foreground,
@@ -83,6 +107,7 @@ def prepare_data(data: Path, recipe: Recipe, *, split_file: Path | None = None,
     if len(folder.classes) < 2:
         raise ValueError(f"{data}: found one class ({folder.classes[0]}); point at the folder "
                          "that holds the class folders (e.g. DATA/cell_images, not DATA)")
+    recipe, found = choose_preprocessing(folder, recipe, progress=progress)
     preprocess = preprocess_for(recipe)
     decoded = load_images(folder, preprocess, workers=workers, progress=progress,
                           cache_dir=cache_dir)
@@ -92,7 +117,7 @@ def prepare_data(data: Path, recipe: Recipe, *, split_file: Path | None = None,
         split = make_split(folder, decoded.ok, recipe, workers=workers, progress=progress)
     indices = split.indices(folder)
     mean, std = _normalisation(recipe, decoded.images, indices["train"])
-    return Prepared(folder, decoded, split, indices, preprocess, mean, std)
+    return Prepared(folder, decoded, split, indices, preprocess, mean, std, recipe, found)
 
 
 def freeze_early_layers(model: nn.Module, model_name: str) -> int:
@@ -275,7 +300,15 @@ def build_meta(run_name: str, recipe: Recipe, prepared: Prepared, model: nn.Modu
         "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 2),
         "train_images_per_second": round(result.images_per_second, 1),
         "data": _data_summary(prepared), "tta": recipe.tta,
+        **_characterisation_meta(prepared.characterisation),
     }
+
+
+def _characterisation_meta(found: Characterisation | None) -> dict:
+    """What the data looked like and why the preprocessing was chosen (nothing when fixed)."""
+    if found is None:
+        return {}
+    return {"preprocess_reasons": found.reasons, "characterisation": found.to_dict()}
 
 
 def _announce_failures(prepared: Prepared) -> None:
@@ -310,6 +343,7 @@ def train(data: str | Path, *, recipe: Recipe | str = "default", out: str | Path
     prepared = prepare_data(Path(data), recipe, split_file=run_dir / "split.json" if resume else split_from,
                             workers=workers, progress=progress and dist_info.is_main,
                             cache_dir=cache_dir)
+    recipe = prepared.recipe
     if dist_info.is_main:
         prepared.split.save(run_dir / "split.json")
         _announce_failures(prepared)
