@@ -148,3 +148,44 @@ def test_ood_prints_flagged_fractions_and_auroc(tiny_run, env, tmp_path):
     sets = last_json(done.stdout)["sets"]
     assert set(sets) == {"own test split", "noise", "blank", "photos", "synthetic", "all foreign"}
     assert sets["all foreign"]["n"] == 24 and 0.0 <= sets["noise"]["auroc_ood"] <= 1.0
+
+
+def test_medmnist_prints_the_run_beside_the_paper(tmp_path, env):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from modality_data import tiny_grey_npz
+
+    data = tiny_grey_npz(tmp_path / "breastmnist.npz", n=32)
+    done = run_script("medmnist.py", str(data), "--epochs", "1", "--input-size", "32", "--time-budget", "1m",
+                      "--device", "cpu", "--workers", "1", "--out", str(tmp_path / "run"), env=env)
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("command: ") and "medmnist.py" in lines[0]
+    assert lines[1] == "breastmnist: test split (8 images)"
+    assert lines[2].split() == ["method", "ACC", "AUC", "notes"]
+    assert lines[4].startswith("mediscan default") and lines[5].split()[-3:] == ["0.863", "0.901", "paper"]
+    result = last_json(done.stdout)
+    assert result["set"] == "breastmnist" and result["epochs"] == 1 and result["test_images"] == 8
+    assert 0 <= result["accuracy"] <= 1 and result["paper"]["ResNet-18 (28)"] == [0.901, 0.863]
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert [len(split[s]) for s in ("train", "val", "test")] == [32, 8, 8]  # the archive's own splits
+
+
+def test_medmnist_refuses_multi_label_sets(tmp_path, env):
+    import numpy as np
+
+    path = tmp_path / "chestmnist.npz"
+    np.savez(path, train_images=np.zeros((4, 28, 28), np.uint8), train_labels=np.zeros((4, 14), np.uint8))
+    done = run_script("medmnist.py", str(path), "--device", "cpu", "--out", str(tmp_path / "run"), env=env,
+                      check=False)
+    assert done.returncode == 2 and "multi-label data (14 labels per image" in done.stderr
+
+
+def test_medmnist_knows_every_2d_set_of_the_paper():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import medmnist
+    finally:
+        sys.path.remove(str(BENCH))
+    assert len(medmnist.PAPER) == 12 and all(medmnist.PAPER[name]["ResNet-18 (28)"] for name in medmnist.PAPER)
+    assert all(0 < v <= 1 for row in medmnist.PAPER.values() for pair in row.values() for v in pair)
+    assert medmnist.recognise(Path("x/PneumoniaMNIST_224.npz")) == "pneumoniamnist"
+    assert medmnist.recognise(Path("cells.npz")) is None

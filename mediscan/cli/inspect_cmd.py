@@ -61,6 +61,7 @@ def print_summary(report: dict) -> None:
                   f"{sizes['modes']['grey']} grey, {sizes['modes']['colour']} colour; "
                   f"{sizes['distinct']} sizes, most common {common}")
     _print_problems(report["problems"])
+    _print_preprocessing(report.get("preprocessing"))
     console.print(_duplicates_table(report))
     _print_conflicts(report["label_conflicts"])
     for name, leak in (report["split_leakage"] or {}).items():
@@ -107,6 +108,14 @@ def _duplicates_table(report: dict) -> Table:
 
 def _sizes(distribution: dict[str, int]) -> str:
     return ", ".join(f"{n}x{size}" for size, n in distribution.items()) or "-"
+
+
+def _print_preprocessing(found: dict | None) -> None:
+    if found:
+        console.print(f"preprocessing `train` chooses from {found['images']} images "
+                      f"({found['kind']}):")
+        for reason in found["reasons"]:
+            console.print(f"  {reason}")
 
 
 def _print_problems(problems: dict) -> None:

@@ -80,6 +80,11 @@ def train(
     patience: Optional[int] = typer.Option(None, help="Early stopping patience in epochs."),
     time_budget: Optional[str] = typer.Option(None, help="Fit training into a budget, e.g. 10m."),
     balance: Optional[str] = typer.Option(None, help="none | weights | sampler."),
+    crop: Optional[bool] = typer.Option(
+        None, "--crop/--no-crop", help="Crop to the object on a dark background (default: chosen from the data)."),
+    channels: Optional[int] = typer.Option(None, help="1 or 3 input channels (default: the model's)."),
+    ordinal: Optional[bool] = typer.Option(
+        None, "--ordinal/--no-ordinal", help="Labels are ordered grades: also report quadratic-weighted kappa."),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (h-flip)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 or mps (default: best available)."),
     resume: bool = typer.Option(False, help="Continue the interrupted run in --out."),
@@ -99,6 +104,7 @@ def train(
             workers=workers, compile_model=compile_model, model=model, epochs=epochs,
             batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
             patience=patience, time_budget=parse_duration(time_budget), balance=balance, tta=tta,
+            crop_foreground=crop, channels=channels, ordinal=ordinal,
         )
     if not is_main_process():
         return

@@ -311,6 +311,10 @@ def _npz_labels(path: Path, split: str, labels: np.ndarray | None, count: int) -
         raise ValueError(f"{path}: {split}_images has no {split}_labels array next to it")
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        raise ValueError(f"{path}: multi-label data ({labels.shape[1]} labels per image in {split}_labels) "
+                         "is not supported yet: mediscan trains one class per image; use a single-label "
+                         "set, or keep one column as the class (e.g. np.savez with labels[:, [k]])")
     if labels.ndim != 1 or len(labels) != count:
         raise ValueError(f"{path}: {split}_labels has shape {labels.shape}; expected ({count},) "
                          f"or ({count}, 1) (one class per image; multi-label sets are not supported)")

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
+from mediscan.data.characterise import characterise
 from mediscan.data.folders import ImageFolder, scan_folder
 from mediscan.data.hashing import (
     DEFAULT_MAX_DISTANCE,
@@ -99,6 +100,7 @@ def inspect_folder(root: str | os.PathLike[str], *, against: Sequence[str | os.P
         leakage_against(data, other, pairs.where((owner[pairs.i] == 0) & (owner[pairs.j] == k)),
                         offset=int(starts[k]))
         for k, other in enumerate(folders[1:], start=1)]
+    report["preprocessing"] = _preprocessing(data)
     clock["analyse"] = time.perf_counter()
     if shortcuts:
         from mediscan.data.shortcut_audit import audit_folder
@@ -117,6 +119,14 @@ def inspect_folder(root: str | os.PathLike[str], *, against: Sequence[str | os.P
     if out is not None:
         (Path(out) / "inspect.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def _preprocessing(folder: ImageFolder) -> dict | None:
+    """The preprocessing `train` would choose for the folder (None when no image can be read)."""
+    try:
+        return characterise(folder).to_dict()
+    except ValueError:
+        return None
 
 
 def _durations(clock: dict[str, float]) -> dict[str, float]:

@@ -25,6 +25,7 @@ import numpy as np
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
+    cohen_kappa_score,
     confusion_matrix,
     f1_score,
     precision_recall_fscore_support,
@@ -197,6 +198,15 @@ def classification_metrics(
         pos = resolve_positive(classes, positive)
         result["binary"] = binary_metrics(cm, classes, pos, aucs[pos])
     return result
+
+
+def quadratic_kappa(y_true, probs) -> float | None:
+    """Quadratic-weighted Cohen's kappa of `probs.argmax(1)` for ordered grades (None if undefined)."""
+    y, p = check_inputs(y_true, probs)
+    pred = p.argmax(axis=1)
+    if len(np.union1d(y, pred)) < 2:
+        return None  # one grade everywhere: agreement beyond chance is undefined
+    return float(cohen_kappa_score(y, pred, weights="quadratic"))
 
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:

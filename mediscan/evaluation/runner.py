@@ -16,7 +16,8 @@ from mediscan.data.folders import scan_folder
 from mediscan.evaluation.adapt import adapt_batchnorm
 from mediscan.evaluation.calibration import abstain_summary, calibration_summary, selective_prediction
 from mediscan.evaluation.mapping import map_probabilities, parse_mapping, resolve_target_order
-from mediscan.evaluation.stats import metrics_with_ci
+from mediscan.evaluation.metrics import quadratic_kappa
+from mediscan.evaluation.stats import bootstrap_ci, metrics_with_ci
 from mediscan.files import write_atomic, write_json
 from mediscan.inference import pick_device
 from mediscan.ood import METHOD, OodDetector, load_detector
@@ -38,6 +39,7 @@ class Scored:
     sources: list[str]
     images: np.ndarray  # uint8 N x C x S x S (the preprocessed view the model saw)
     abstain_below: float | None = None  # None: no abstain block; flags use DEFAULT_ABSTAIN_BELOW
+    ordinal: bool = False  # ordered grades: quadratic-weighted kappa joins the headline
     ood_scores: np.ndarray | None = None  # None: the bundle has no OOD statistics
     outside: np.ndarray | None = None  # per sample: OOD score above the bundle's threshold
     detector: OodDetector | None = None  # what scored them
@@ -115,6 +117,11 @@ def score_metrics(scored: Scored, *, n_resamples: int, seed: int = 0) -> dict:
     """Metrics with bootstrap intervals, the selective-prediction curve and the abstain block."""
     result = metrics_with_ci(scored.y_true, scored.probs, scored.classes,
                              n_resamples=n_resamples, seed=seed)
+    if scored.ordinal:
+        kappa = quadratic_kappa(scored.y_true, scored.probs)
+        result["quadratic_kappa"] = kappa
+        ci = bootstrap_ci(scored.y_true, scored.probs, quadratic_kappa, n_resamples=n_resamples, seed=seed)
+        result["headline"]["quadratic_kappa"] = {"value": kappa, "ci": None if ci is None else list(ci)}
     result["selective"] = selective_prediction(scored.probs, scored.y_true)
     if scored.abstain_below is not None:
         result["abstain"] = abstain_summary(scored.probs, scored.y_true, scored.abstain_below,
@@ -186,7 +193,8 @@ def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progr
     test_logits = test_outputs.logits
     scored = _with_ood(Scored(y_test, softmax(test_logits, meta["temperature"]), meta["classes"],
                               [prepared.folder.samples[i].key for i in test_index],
-                              prepared.decoded.images[test_index], abstain_below),
+                              prepared.decoded.images[test_index], abstain_below,
+                              ordinal=bool(meta.get("recipe", {}).get("ordinal"))),
                        classifier, test_outputs)
     result = {"test": score_metrics(scored, n_resamples=n_resamples)}
     if val_logits is None:
@@ -268,7 +276,8 @@ def evaluate_external(run_dir: Path, data: Path, *, mapping_specs: list[str] | N
     probs = softmax(outputs.logits, meta["temperature"])
     if ext.mapping:
         probs = map_probabilities(probs, meta["classes"], ext.mapping, ext.classes)
-    scored = _with_ood(Scored(ext.y_true, probs, ext.classes, ext.keys, ext.images, abstain_below),
+    scored = _with_ood(Scored(ext.y_true, probs, ext.classes, ext.keys, ext.images, abstain_below,
+                              ordinal=not ext.mapping and bool(meta.get("recipe", {}).get("ordinal"))),
                        classifier, outputs)
     name = name or _slug(Path(data))
     out_dir = run_dir / "evaluations"

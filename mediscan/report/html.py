@@ -10,6 +10,8 @@ model.json::
 
     {"name": "resnet18-brain", "model": "resnet18", "classes": ["glioma", ...],
      "preprocess": {...Preprocess.to_dict()}, "recipe": {"name": "default", ...},
+     "preprocess_reasons": ["grey: mean chroma 0.0 < 4 ...", ...],   # when chosen from the data
+     "characterisation": {...characterise.Characterisation.to_dict()},  # ditto
      "versions": {"mediscan": "0.1.0", "torch": "2.4", ...}, "created": "2025-01-01T12:00:00",
      "params": 11178564, "train_seconds": 812.4, "temperature": 1.3,   # temperature optional
      "data": {"root": "/data/Training",
@@ -24,6 +26,8 @@ metrics.json::
              #   "abstain": <calibration.abstain_summary output>,   # evaluate --abstain-below
              #   "ood": {"threshold", "n", "n_outside", "fraction_outside", "accuracy_inside"},
              #   "worst_errors": [{"file", "true", "predicted", "probability", "uncertain", "outside"}, ...]
+             #   "worst_errors": [{"file", "true", "predicted", "probability", "uncertain"}, ...]
+             #   "quadratic_kappa": 0.71, and headline["quadratic_kappa"]  # ordinal recipes
      "val": <classification_metrics or metrics_with_ci output>,   # optional
      "split": {"train": 4571, "val": 571, "test": 572},        # sizes (or any small dict)
      "calibration": <calibration.calibration_summary output>}  # optional
@@ -74,7 +78,7 @@ STANDARD_PLOTS = ("history", "confusion", "confusion_normalized", "roc", "reliab
 HEADLINE_LABELS = {
     "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro F1",
     "macro_auc": "Macro ROC AUC (one-vs-rest)", "sensitivity": "Sensitivity",
-    "specificity": "Specificity",
+    "specificity": "Specificity", "quadratic_kappa": "Quadratic-weighted kappa (ordinal grades)",
 }
 MAX_SKIPPED_SHOWN = 50
 
@@ -183,10 +187,10 @@ def headline_rows(metrics: Mapping | None) -> list[dict]:
         if key in ("sensitivity", "specificity") and "binary" in metrics:
             label += f" ({metrics['binary']['positive']})"
         value, ci = entry.get("value"), entry.get("ci")
-        auc = "auc" in key
+        plain = "auc" in key or "kappa" in key  # not a proportion: shown as a number
         rows.append({"key": key, "label": label, "value": value, "ci": ci,
-                     "text": fmt_num(value) if auc else fmt_pct(value),
-                     "ci_text": fmt_ci_num(ci) if auc else fmt_ci(ci)})
+                     "text": fmt_num(value) if plain else fmt_pct(value),
+                     "ci_text": fmt_ci_num(ci) if plain else fmt_ci(ci)})
     return rows
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+AUTO = "auto"
+AUTO_FIELDS = ("channels", "crop_foreground", "clip_percentiles", "normalization")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -13,11 +16,14 @@ class Recipe:
     description: str
     model: str = "resnet18"
     input_size: int | None = None  # None: the model's default input size
-    channels: int = 3
+    # "auto" (channels, crop_foreground, clip_percentiles, normalization): chosen from the data by
+    # mediscan.data.characterise when training starts; the choice and why go into model.json
+    channels: int | str = "auto"  # 1, 3 or "auto" (the model's)
     fit: str = "pad"  # "pad" keeps the aspect ratio, "stretch" is the tutorials' plain resize
-    crop_foreground: bool = True
-    clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
-    normalization: str = "model"  # "model" (the model's mean/std) or "dataset" (computed, recipe 5)
+    crop_foreground: bool | str = "auto"
+    clip_percentiles: tuple[float, float] | None | str = "auto"
+    normalization: str = "auto"  # "model" (the model's mean/std), "dataset" (computed, recipe 5), "auto"
+    ordinal: bool = False  # labels are ordered grades: also report quadratic-weighted kappa
     pretrained: bool = False
     freeze_early: bool = False  # keep the model's early (generic) pretrained layers fixed
     epochs: int = 30
@@ -55,13 +61,14 @@ class Recipe:
     def from_dict(cls, data: dict) -> Recipe:
         data = dict(data)
         for key in ("clip_percentiles", "fractions"):
-            if data.get(key) is not None:
+            if data.get(key) is not None and data[key] != AUTO:
                 data[key] = tuple(data[key])
         return cls(**data)
 
 
 _TUTORIAL = dict(
-    crop_foreground=False, clip_percentiles=None, fit="stretch", label_smoothing=0.0,
+    channels=3, crop_foreground=False, clip_percentiles=None, normalization="model", fit="stretch",
+    label_smoothing=0.0,
     weight_decay=0.0, schedule="constant", balance="none", group_duplicates=False,
 )
 
@@ -70,8 +77,8 @@ RECIPES: dict[str, Recipe] = {
     for recipe in [
         Recipe(
             "default",
-            "mediscan's recipe: ResNet-18 from scratch, brain crop, aspect-preserving resize, "
-            "percentile intensity normalisation, strong geometric + photometric augmentation, "
+            "mediscan's recipe: ResNet-18 from scratch, preprocessing chosen from the data (crop, "
+            "intensity, normalisation), aspect-preserving resize, strong geometric + photometric augmentation, "
             "AdamW one-cycle, label smoothing, balanced sampling, duplicate-aware split",
             model="resnet18", input_size=224, epochs=40, batch_size=128, lr=3e-3, patience=None,
         ),
@@ -132,8 +139,8 @@ RECIPES: dict[str, Recipe] = {
             "20% validation, checkpoint on best validation accuracy",
             model="resnet18", pretrained=True, input_size=64, epochs=10, batch_size=4,
             optimizer="sgd", lr=1e-4, momentum=0.9, augment="rotate-flip",
-            normalization="dataset", fractions=(0.7, 0.2, 0.1), source="seed-recipes.md #5",
-            **_TUTORIAL,
+            fractions=(0.7, 0.2, 0.1), source="seed-recipes.md #5",
+            **{**_TUTORIAL, "normalization": "dataset"},
         ),
     ]
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from mediscan.augment import BatchAugment
 from mediscan.bundle import load_checkpoint, save_bundle, save_checkpoint
 from mediscan.bundle_meta import MAX_CLASSES
 from mediscan.data.cache import DecodedImages, load_images
+from mediscan.data.characterise import Characterisation, characterise
 from mediscan.data.folders import ImageFolder, scan_folder
 from mediscan.data.split import Split
 from mediscan.evaluation.calibration import fit_temperature
@@ -35,7 +37,7 @@ from mediscan.training.loop import (
     image_source,
     train_one_epoch,
 )
-from mediscan.training.recipes import Recipe, get_recipe
+from mediscan.training.recipes import AUTO, AUTO_FIELDS, Recipe, get_recipe
 from mediscan.training.schedule import lr_at
 from mediscan.training.time_plan import TimePlan
 from mediscan.transforms import Preprocess
@@ -54,6 +56,8 @@ class Prepared:
     preprocess: Preprocess
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    recipe: Recipe  # with the preprocessing chosen from the data filled in
+    characterisation: Characterisation | None = None  # None: the recipe fixed every choice
 
 
 def resolve_recipe(recipe: Recipe | str, **overrides) -> Recipe:
@@ -62,8 +66,28 @@ def resolve_recipe(recipe: Recipe | str, **overrides) -> Recipe:
     return base.with_overrides(**overrides)
 
 
+def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
+                         progress: bool = True) -> tuple[Recipe, Characterisation | None]:
+    """The recipe with its "auto" preprocessing fields chosen from the data, and the findings."""
+    auto = [name for name in AUTO_FIELDS if getattr(recipe, name) == AUTO]
+    if not auto:
+        return recipe, None
+    found = characterise(folder, progress=progress)
+    chosen = {"channels": model_config(recipe.model).channels, "crop_foreground": found.crop_foreground,
+              "clip_percentiles": found.clip_percentiles, "normalization": found.normalization}
+    if progress:
+        console.print(f"preprocessing chosen from {found.images} images ({', '.join(auto)}):")
+        for reason in found.reasons:
+            console.print(f"  {reason}")
+    return dataclasses.replace(recipe, **{name: chosen[name] for name in auto}), found
+
+
 def preprocess_for(recipe: Recipe) -> Preprocess:
-    """The preprocessing a recipe implies (input size defaults to the model's)."""
+    """The preprocessing a recipe implies (input size defaults to the model's); no "auto" left."""
+    auto = [name for name in AUTO_FIELDS if getattr(recipe, name) == AUTO]
+    if auto:
+        raise ValueError(f"recipe {recipe.name!r}: {', '.join(auto)} still 'auto'; choose them from the "
+                         "data first (choose_preprocessing) or give fixed values")
     size = recipe.input_size or model_config(recipe.model).input_size
     return Preprocess(size=size, channels=recipe.channels, fit=recipe.fit,
                       crop_foreground=recipe.crop_foreground,
@@ -90,6 +114,7 @@ def prepare_data(data: Path, recipe: Recipe, *, split_file: Path | None = None,
     if len(folder.classes) > MAX_CLASSES:
         raise ValueError(f"{data}: {len(folder.classes)} class folders, more than the {MAX_CLASSES} "
                          "a model can have; point at the folder that holds the class folders")
+    recipe, found = choose_preprocessing(folder, recipe, progress=progress)
     preprocess = preprocess_for(recipe)
     decoded = load_images(folder, preprocess, workers=workers, progress=progress,
                           cache_dir=cache_dir)
@@ -99,7 +124,7 @@ def prepare_data(data: Path, recipe: Recipe, *, split_file: Path | None = None,
         split = make_split(folder, decoded.ok, recipe, workers=workers, progress=progress)
     indices = split.indices(folder)
     mean, std = _normalisation(recipe, decoded.images, indices["train"])
-    return Prepared(folder, decoded, split, indices, preprocess, mean, std)
+    return Prepared(folder, decoded, split, indices, preprocess, mean, std, recipe, found)
 
 
 def freeze_early_layers(model: nn.Module, model_name: str) -> int:
@@ -300,7 +325,15 @@ def build_meta(run_name: str, recipe: Recipe, prepared: Prepared, model: nn.Modu
         "epochs_run": len(result.history), "images_seen": result.images_seen,
         "train_images_per_second": round(result.images_per_second, 1),
         "data": _data_summary(prepared), "tta": recipe.tta,
+        **_characterisation_meta(prepared.characterisation),
     }
+
+
+def _characterisation_meta(found: Characterisation | None) -> dict:
+    """What the data looked like and why the preprocessing was chosen (nothing when fixed)."""
+    if found is None:
+        return {}
+    return {"preprocess_reasons": found.reasons, "characterisation": found.to_dict()}
 
 
 def _announce_failures(prepared: Prepared) -> None:
@@ -379,6 +412,7 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
     prepared = prepare_data(Path(data), recipe, split_file=run_dir / "split.json" if resume else split_from,
                             workers=workers, progress=progress and dist_info.is_main,
                             cache_dir=cache_dir)
+    recipe = prepared.recipe
     if dist_info.is_main:
         prepared.split.save(run_dir / "split.json")
         _announce_failures(prepared)
