@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Share of hostile requests (spread evenly over the four kinds).")
     parser.add_argument("--settle-seconds", type=float, default=5.0)
     parser.add_argument("--max-seconds", type=float, default=600.0)
-    parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
+    parser.add_argument("--json", action="store_true", help="Print only the JSON line.")
     return parser.parse_args(argv)
 
 
@@ -182,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             server.terminate()
             server.wait(timeout=30)
     command = shlex.join([Path(sys.executable).name, *sys.argv])
-    report(result, command)
-    if args.json:
-        print(json.dumps({**result, "command": command}))
+    if not args.json:
+        report(result, command)
+    print(json.dumps({**result, "command": command}))
     return 0
 
 

@@ -145,7 +145,7 @@ def test_soak_reports_status_classes_latency_and_server_memory(tmp_path, env):
 
     run = make_run(tmp_path / "soak")
     done = run_script("soak.py", str(run), "--requests", "10", "--concurrency", "2",
-                      "--settle-seconds", "0.5", "--json", env=env)
+                      "--settle-seconds", "0.5", env=env)
     assert done.stdout.startswith("command: ") and "server RSS idle" in done.stdout
     result = last_json(done.stdout)
     assert result["requests"] == 10 and result["good_errors"] == 0 and result["responses_5xx"] == 0
