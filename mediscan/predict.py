@@ -10,7 +10,7 @@ import numpy as np
 
 from mediscan.bundle import load_bundle, read_meta
 from mediscan.data.folders import Skipped
-from mediscan.data.readers import ImageReadError, looks_like_image, read_image
+from mediscan.data.readers import ImageReadError, looks_like_image, not_a_regular_file, read_image
 from mediscan.inference import Outputs, batched_outputs, pick_device
 from mediscan.ood import VERDICT, OodDetector, load_detector
 from mediscan.transforms import Preprocess
@@ -58,22 +58,27 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skipped]]:
-    """Files as given, folders searched recursively for images (hidden entries skipped)."""
+    """Files as given, folders searched recursively for images (hidden entries skipped).
+
+    FIFOs, sockets, devices, symbolic link loops and dangling links are skipped with the reason,
+    never opened (a FIFO would block the reader)."""
     files, skipped = [], []
     for item in map(Path, inputs):
-        if item.is_dir():
-            for path in sorted(p for p in item.rglob("*") if p.is_file()):
+        problem = not_a_regular_file(item)
+        if problem is not None:
+            skipped.append(Skipped(item, problem))
+        elif item.is_dir():
+            for path in sorted(p for p in item.rglob("*") if not p.is_dir()):
                 hidden = any(part.startswith(".") for part in path.relative_to(item).parts)
-                if hidden:
-                    skipped.append(Skipped(path, "hidden"))
+                problem = "hidden" if hidden else not_a_regular_file(path)
+                if problem is not None:
+                    skipped.append(Skipped(path, problem))
                 elif looks_like_image(path):
                     files.append(path)
                 else:
                     skipped.append(Skipped(path, f"not an image ({path.suffix or 'no extension'})"))
-        elif item.exists():
-            files.append(item)
         else:
-            skipped.append(Skipped(item, "no such file or folder"))
+            files.append(item)
     return files, skipped
 
 

@@ -185,3 +185,27 @@ def resized_jpeg_copy(pixels: np.ndarray, path: Path, scale: float = 1.5,
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, quality=quality)
     return path
+
+
+def nifti_bomb(shape: tuple[int, ...] = (6000, 6000, 270), *, zeros: int = 2**20,
+               vox_offset: int | None = None) -> bytes:
+    """A small .nii.gz whose valid header declares `shape` uint8 voxels (only `zeros` follow)."""
+    import gzip
+
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.uint8)
+    if vox_offset is not None:
+        header.set_data_offset(vox_offset)
+    return gzip.compress(header.binaryblock + bytes(4) + bytes(zeros))
+
+
+def big_image_bytes(side: int = 6000, mode: str = "L", fmt: str = "PNG") -> bytes:
+    """A flat `side` x `side` image: tiny on disk, large once decoded."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.new(mode, (side, side), (90,) * Image.getmodebands(mode)).save(buffer, format=fmt)
+    return buffer.getvalue()

@@ -189,3 +189,19 @@ def test_medmnist_knows_every_2d_set_of_the_paper():
     assert all(0 < v <= 1 for row in medmnist.PAPER.values() for pair in row.values() for v in pair)
     assert medmnist.recognise(Path("x/PneumoniaMNIST_224.npz")) == "pneumoniamnist"
     assert medmnist.recognise(Path("cells.npz")) is None
+
+
+def test_soak_reports_status_classes_latency_and_server_memory(tmp_path, env):
+    from test_export import make_run
+
+    run = make_run(tmp_path / "soak")
+    done = run_script("soak.py", str(run), "--requests", "10", "--concurrency", "2",
+                      "--settle-seconds", "0.5", env=env)
+    assert done.stdout.startswith("command: ") and "server RSS idle" in done.stdout
+    result = last_json(done.stdout)
+    assert result["requests"] == 10 and result["good_errors"] == 0 and result["responses_5xx"] == 0
+    assert result["statuses"]["good"] == {"2xx": 5}
+    for kind in ("nifti_bomb", "corrupt", "two_parts"):
+        assert set(result["statuses"][kind]) <= {"4xx"}
+    rss = result["rss_mib"]
+    assert 0 < rss["idle"] <= rss["peak"] and rss["settled"] > 0

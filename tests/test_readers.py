@@ -21,6 +21,7 @@ from PIL import Image
 
 from mediscan.data.readers import (
     IMAGE_SUFFIXES,
+    DecodeBudget,
     ImageReadError,
     count_frames,
     looks_like_image,
@@ -239,7 +240,7 @@ def test_bytes_max_pixels_is_checked_before_decoding():
     with pytest.raises(ImageReadError, match=r"7000x7000 = 49,000,000 pixels, limit 40,000,000"):
         read_image_bytes(png_claiming(7000, 7000))
     with pytest.raises(ImageReadError, match="limit 100"):
-        read_image_bytes(png_claiming(20, 20), max_pixels=100)
+        read_image_bytes(png_claiming(20, 20), budget=DecodeBudget(max_pixels=100))
 
 
 @pytest.mark.parametrize("data, phrase", [(b"", "empty"), (b"hello world" * 10, "not a recognised")])

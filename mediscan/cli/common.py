@@ -1,18 +1,26 @@
-"""Shared CLI plumbing: JSON output, actionable errors, duration parsing."""
+"""Shared CLI plumbing: JSON output, actionable errors and exit codes, option checks, durations.
+
+Exit codes: 0 done; 1 done, but some inputs were skipped (`predict`); 2 usage or input errors
+(a message, never a traceback); 130 interrupted (Ctrl-C)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
+import os
 import re
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import typer
 
 from mediscan.progress import console
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+EXIT_SKIPPED, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
+TOKEN_ENV = "MEDISCAN_TOKEN"
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -31,6 +39,12 @@ def emit_json(payload: dict | list) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
 
 
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print `error: message` on stderr and exit with `code` (no traceback)."""
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn expected errors into a one-line message and exit code 2, without a traceback."""
@@ -41,5 +55,52 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (BundleError, ImageReadError, WeightsUnavailableError, ValueError, FileNotFoundError) as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
+        fail(str(error))
+
+
+def check_probability(value: float | None) -> float | None:
+    """Typer callback for --abstain-below: a threshold in [0, 1) (nan refused), else usage error."""
+    from mediscan.evaluation.calibration import check_abstain_threshold
+
+    try:
+        return None if value is None else check_abstain_threshold(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def check_positive(value: float) -> float:
+    """Typer callback: a finite number > 0."""
+    if not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a number > 0, got {value}")
+    return value
+
+
+def check_token(value: str | None) -> str | None:
+    """Typer callback for --token/MEDISCAN_TOKEN: an empty token would turn auth off; refuse it."""
+    if value is None and os.environ.get(TOKEN_ENV) is not None and not os.environ[TOKEN_ENV].strip():
+        raise typer.BadParameter(f"{TOKEN_ENV} is set but empty; set a token, or unset {TOKEN_ENV} "
+                                 "to serve without authentication")
+    if value is not None and not value.strip():
+        raise typer.BadParameter("the token is empty; give a token, or leave --token out to serve "
+                                 "without authentication")
+    return value
+
+
+def check_file_name(value: str | None) -> str | None:
+    """Typer callback for names that become file names: no path separators, no '..'."""
+    if value is None:
+        return None
+    if not value.strip() or "/" in value or "\\" in value or ".." in value or value.startswith("."):
+        raise typer.BadParameter(f"{value!r} is not a plain name (no '/', '\\', '..' or leading "
+                                 "'.'); it names a file inside the run folder, e.g. 'site-b'")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

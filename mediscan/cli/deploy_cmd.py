@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from mediscan.cli.common import emit_json, user_errors
+from mediscan.cli.common import (
+    TOKEN_ENV,
+    check_positive,
+    check_probability,
+    check_token,
+    emit_json,
+    is_loopback,
+    user_errors,
+)
 from mediscan.progress import console
 
 Run = Annotated[Path, typer.Argument(help="Run folder written by `mediscan train`.")]
@@ -77,12 +85,15 @@ def serve(
     run: Run,
     host: Annotated[str, typer.Option(
         help="Interface to listen on; 0.0.0.0 exposes the server to the network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port (1..65535).")] = 8000,
     token: Annotated[str | None, typer.Option(
-        envvar="MEDISCAN_TOKEN", help="Require 'Authorization: Bearer TOKEN' on /api/*.")] = None,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted, in MiB.")] = 10,
+        envvar=TOKEN_ENV, callback=check_token,
+        help="Require 'Authorization: Bearer TOKEN' on /api/* (an empty token is refused).")] = None,
+    max_upload_mb: Annotated[float, typer.Option(
+        callback=check_positive, help="Largest upload accepted, in MiB (> 0).")] = 10,
     abstain_below: Annotated[float | None, typer.Option(
-        help="Mark predictions whose top probability is below P as uncertain.")] = None,
+        callback=check_probability, metavar="P",
+        help="Mark predictions whose top probability is below P (0 <= P < 1) as uncertain.")] = None,
     device: Device = None,
 ) -> None:
     """REST API and web page on http://HOST:PORT (see /openapi.json)."""
@@ -95,6 +106,9 @@ def serve(
         classifier = Classifier.load(run, device=device, abstain_below=abstain_below)
         app = create_app(classifier, token=token, run_dir=run,
                          max_upload_bytes=int(max_upload_mb * 2**20))
+    if token is None and not is_loopback(host):
+        console.print(f"[yellow]warning:[/yellow] serving on {host} without a token: anyone who can "
+                      f"reach this machine can use the API; set --token or {TOKEN_ENV}", highlight=False)
     console.print(f"serving {run} on http://{host}:{port}  (not a medical device)", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from mediscan.cli.common import emit_json, user_errors
+from mediscan.cli.common import check_file_name, check_probability, emit_json, user_errors
 from mediscan.progress import console
 
 
@@ -74,26 +74,18 @@ def abstain_line(block: dict) -> str:
             f"accuracy on kept {_pct(block['accuracy']['value'])} (n uncertain {block['n_uncertain']})")
 
 
-def _abstain_threshold(value: Optional[float]) -> Optional[float]:
-    """Typer callback: a threshold outside [0, 1) is a usage error (exit code 2)."""
-    from mediscan.evaluation.calibration import check_abstain_threshold
-
-    try:
-        return None if value is None else check_abstain_threshold(value)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
-
-
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder."),
     data: Optional[Path] = typer.Argument(None, help="Another data set (default: the run's test split)."),
     map_: Optional[List[str]] = typer.Option(
         None, "--map", help="Map model classes to the data's, e.g. 'glioma,meningioma,pituitary=yes'."),
     map_file: Optional[Path] = typer.Option(None, help="A file of mapping lines 'a,b=x'."),
-    name: Optional[str] = typer.Option(None, help="Name of this evaluation (default: the folder name)."),
+    name: Optional[str] = typer.Option(
+        None, callback=check_file_name,
+        help="Name of this evaluation, a plain file name (default: the folder name)."),
     resamples: int = typer.Option(1000, help="Bootstrap resamples for the confidence intervals."),
     abstain_below: Optional[float] = typer.Option(
-        None, callback=_abstain_threshold, metavar="P",
+        None, callback=check_probability, metavar="P",
         help="Mark predictions whose top probability is below P (0 <= P < 1) as uncertain and "
              "report coverage and accuracy on the rest."),
     adapt: bool = typer.Option(

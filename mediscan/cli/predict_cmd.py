@@ -1,4 +1,5 @@
-"""`mediscan predict RUN FILES...`."""
+"""`mediscan predict RUN FILES...`: exit code 0 when every input was predicted, 1 when some were
+skipped (listed at the end; the rest are still predicted), 2 for usage or model errors."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from mediscan.cli.common import emit_json, user_errors
+from mediscan.cli.common import EXIT_SKIPPED, check_probability, emit_json, user_errors
 from mediscan.ood import VERDICT
 from mediscan.progress import console
 
@@ -54,13 +55,14 @@ def predict(
     cam: Optional[Path] = typer.Option(None, help="Write Grad-CAM overlays into this folder."),
     backend: str = typer.Option("torch", help="torch or onnx (run `mediscan export RUN --onnx` first)."),
     abstain_below: Optional[float] = typer.Option(
-        None, help="Mark predictions whose top probability is below P as uncertain."),
+        None, callback=check_probability, metavar="P",
+        help="Mark predictions whose top probability is below P (0 <= P < 1) as uncertain."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or mps."),
     seen_check: bool = typer.Option(
         True, "--seen-check/--no-seen-check",
         help="With --json: mark images that duplicate the run's training/validation images."),
 ) -> None:
-    """Predict the class of each image; unreadable files are reported at the end."""
+    """Predict the class of each image; skipped inputs are listed at the end (exit code 1)."""
     from mediscan.predict import Classifier
 
     with user_errors():
@@ -85,8 +87,10 @@ def predict(
         _print_table(batch)
     for failure in batch.failures:
         console.print(f"[yellow]skipped[/yellow] {failure.path}: {failure.reason}", highlight=False)
-    if not batch.predictions:
-        raise typer.Exit(1)
+    if batch.failures:
+        console.print(f"{len(batch.failures)} input(s) skipped, {len(batch.predictions)} predicted",
+                      highlight=False)
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 def register(app: typer.Typer) -> None:

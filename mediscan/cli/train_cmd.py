@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import shlex
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.table import Table
 
-from mediscan.cli.common import emit_json, parse_duration, user_errors
+from mediscan.cli.common import EXIT_INTERRUPTED, emit_json, fail, parse_duration, user_errors
 from mediscan.progress import console
 from mediscan.training.distributed import is_main_process
 
@@ -98,7 +101,8 @@ def train(
 
     if resume and out is None:
         raise typer.BadParameter("--resume needs --out RUN (the run folder to continue)")
-    with user_errors():
+    out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")  # named here for the resume hint
+    with user_errors(), _resume_hint(data, out):
         run_dir = train_run(
             data, recipe=recipe, out=out, device=device, resume=resume, progress=progress,
             workers=workers, compile_model=compile_model, model=model, epochs=epochs,
@@ -110,6 +114,16 @@ def train(
         return
     summary = _headline(run_dir)
     emit_json(summary) if json_out else _print_headline(summary)
+
+
+@contextmanager
+def _resume_hint(data: Path, out: Path) -> Iterator[None]:
+    """Ctrl-C: exit code 130 with the command that continues the run."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        command = shlex.join(["mediscan", "train", str(data), "--out", str(out), "--resume"])
+        fail(f"training interrupted; resume with: {command}", EXIT_INTERRUPTED)
 
 
 NEXT_STEPS = """

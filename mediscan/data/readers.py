@@ -13,6 +13,10 @@ One reader for every path (train, evaluate, predict, serve), so they all see ide
   header's cal_min/cal_max, when set, act as the window.
 
 Data that is not 8-bit goes through `to_uint8`: a window if given, else min..max of the image.
+
+Uploads are decoded within a `DecodeBudget` (pixels per frame, frames, decompressed bytes), checked
+from the headers before any pixel data is decompressed, so a small file cannot make the server
+allocate or decompress gigabytes. Files given by path must be regular files (never a FIFO).
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from __future__ import annotations
 import gzip
 import importlib
 import io
+import math
 import os
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -36,6 +43,9 @@ IMAGE_SUFFIXES = PIL_SUFFIXES | DICOM_SUFFIXES | NIFTI_SUFFIXES
 VOLUME_SUFFIXES = DICOM_SUFFIXES | NIFTI_SUFFIXES  # files that may hold several frames/slices
 PIL_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "TIFF", "GIF", "WEBP")  # nothing else is opened
 DEFAULT_MAX_PIXELS = 40_000_000  # uploads; files on disk get PIL's own limit unless told
+DEFAULT_MAX_FRAMES = 4096  # frames or slices an upload may declare
+DEFAULT_MAX_BYTES = 256 * 2**20  # decompressed bytes an upload may need (a NIfTI volume, a frame)
+DEFAULT_REDUCE_TO = 2048 * 2048  # uploads over this many pixels are box-reduced while decoding
 HEAD_BYTES = 348  # enough for the DICOM preamble (128 + "DICM") and a NIfTI-1 header
 
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
@@ -45,6 +55,24 @@ _NOT_AN_IMAGE = ("not a recognised image (expected JPEG, PNG, BMP, TIFF, GIF, We
 
 Window = tuple[float, float]
 Source = Path | BinaryIO
+
+
+@dataclass(frozen=True)
+class DecodeBudget:
+    """What one decode may cost; None = no limit. Checked from headers, before decompressing.
+
+    `max_pixels` per frame, `max_frames` declared by a DICOM/NIfTI/multi-page file, `max_bytes`
+    of decompressed data (a NIfTI volume, a DICOM frame, a PIL frame), and `reduce_to`: larger
+    images are reduced by the smallest integer factor that brings them under that many pixels
+    (JPEG decodes at the reduced scale; other formats are box-averaged right after decoding)."""
+
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    max_frames: int | None = DEFAULT_MAX_FRAMES
+    max_bytes: int | None = DEFAULT_MAX_BYTES
+    reduce_to: int | None = DEFAULT_REDUCE_TO
+
+
+UPLOAD_BUDGET = DecodeBudget()
 
 
 class ImageReadError(ValueError):
@@ -74,21 +102,21 @@ def read_image(path: str | os.PathLike[str], *, index: int | None = None,
     """Decode an image file to uint8 HxW (grey) or HxWx3 (colour); raises ImageReadError."""
     path = Path(path)
     _check_window(window)
+    budget = DecodeBudget(max_pixels=max_pixels, max_frames=None, max_bytes=None, reduce_to=None)
     with _named(path):
         head = _head(path)
-        return _DECODERS[_kind(path.name, head)](path, index, window, max_pixels)
+        return _DECODERS[_kind(path.name, head)](path, index, window, budget)
 
 
 def read_image_bytes(data: bytes, *, name: str = "upload", index: int | None = None,
                      window: Window | None = None,
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image held in memory (an upload) like `read_image`; never touches the disk."""
+                     budget: DecodeBudget = UPLOAD_BUDGET) -> np.ndarray:
+    """Decode an image held in memory (an upload) like `read_image`, within `budget`."""
     _check_window(window)
     with _named(name):
         if not data:
             raise _Unreadable("the upload is empty (0 bytes; send the image file itself)")
-        return _DECODERS[_kind(name, data[:HEAD_BYTES])](io.BytesIO(data), index, window,
-                                                         max_pixels)
+        return _DECODERS[_kind(name, data[:HEAD_BYTES])](io.BytesIO(data), index, window, budget)
 
 
 def count_frames(path: str | os.PathLike[str]) -> int:
@@ -102,6 +130,28 @@ def count_frames(path: str | os.PathLike[str]) -> int:
             return _dicom_frame_count(_read_dicom(path, stop_before_pixels=True))
         with Image.open(path, formats=PIL_FORMATS) as image:
             return int(getattr(image, "n_frames", 1))
+
+
+def not_a_regular_file(path: str | os.PathLike[str]) -> str | None:
+    """Why `path` cannot be read as an image file without opening it, or None for a regular file.
+
+    Names symbolic link loops, dangling links, FIFOs (which would block a reader), sockets and
+    devices; never opens the path."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"dangling symbolic link (points to {os.readlink(path)}, which does not exist)"
+        return "no such file or folder"
+    except OSError as error:
+        if error.errno == 40 or "symbolic links" in str(error):  # ELOOP
+            return "symbolic link loop (the link points back to itself; fix or remove it)"
+        return f"cannot be read ({error.strerror or error})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = "FIFO (named pipe)" if stat.S_ISFIFO(mode) else \
+        "socket" if stat.S_ISSOCK(mode) else "device"
+    return f"is a {kind}, not an image file (only regular files are read)"
 
 
 def suffix_of(path: str | os.PathLike[str]) -> str:
@@ -196,7 +246,10 @@ def _check_window(window: Window | None) -> None:
 
 
 def _head(path: Path) -> bytes:
-    """The first bytes of a file, refusing an empty one."""
+    """The first bytes of a regular file (checked before opening), refusing an empty one."""
+    problem = not_a_regular_file(path)
+    if problem is not None and problem != "no such file or folder":
+        raise _Unreadable(problem)
     with open(path, "rb") as file:
         head = file.read(HEAD_BYTES)
     if not head:
@@ -237,6 +290,17 @@ def _check_size(width: int, height: int, max_pixels: int | None) -> None:
                           f"limit {limit:,}); downscale it first")
 
 
+def _check_budget(budget: DecodeBudget, *, frames: int, nbytes: int, what: str) -> None:
+    """Refuse a file whose header declares more frames or decompressed bytes than the budget."""
+    if budget.max_frames is not None and frames > budget.max_frames:
+        raise _Unreadable(f"{what} declares {frames:,} frames/slices, more than the limit of "
+                          f"{budget.max_frames:,}; send a single slice or a smaller file")
+    if budget.max_bytes is not None and nbytes > budget.max_bytes:
+        raise _Unreadable(f"{what} declares {nbytes / 2**20:,.0f} MiB of pixel data, more than the "
+                          f"limit of {budget.max_bytes / 2**20:,.0f} MiB; send a single slice "
+                          "(PNG or DICOM) or a smaller volume")
+
+
 def _need(module: str, what: str) -> Any:
     """Import an optional decoder lazily, with install advice when it is missing."""
     try:
@@ -249,13 +313,38 @@ def _need(module: str, what: str) -> Any:
 # --- PIL --------------------------------------------------------------------------------------
 
 def _decode_pil(source: Source, index: int | None, window: Window | None,
-                max_pixels: int | None) -> np.ndarray:
+                budget: DecodeBudget) -> np.ndarray:
     with Image.open(source, formats=PIL_FORMATS) as image:
-        _check_size(image.width, image.height, max_pixels)
-        image.seek(_pick(index, getattr(image, "n_frames", 1), "frame", 0))
+        _check_size(image.width, image.height, budget.max_pixels)
+        if index is not None:  # counting frames decodes every GIF frame: only when asked
+            image.seek(_pick(index, getattr(image, "n_frames", 1), "frame", 0))
+        depth = 4 if image.mode in _HIGH_DEPTH_MODES else 1
+        _check_budget(budget, frames=1, what="the image",
+                      nbytes=image.width * image.height * len(image.getbands()) * depth)
+        factor = _reduce_factor(image.width, image.height, budget.reduce_to)
+        if factor > 1:
+            image.draft(image.mode, (image.width // factor, image.height // factor))  # JPEG
         image.load()
         ImageOps.exif_transpose(image, in_place=True)
-        return to_uint8(_pil_array(image), window)
+        return to_uint8(_pil_array(_reduced(image, budget.reduce_to)), window)
+
+
+_REDUCIBLE_AS = {"1": "L", "P": "RGBA", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I"}
+
+
+def _reduce_factor(width: int, height: int, reduce_to: int | None) -> int:
+    """The smallest integer factor that brings width x height within `reduce_to` pixels."""
+    if reduce_to is None or width * height <= reduce_to:
+        return 1
+    return math.ceil(math.sqrt(width * height / reduce_to))
+
+
+def _reduced(image: Image.Image, reduce_to: int | None) -> Image.Image:
+    """`image` box-averaged by `_reduce_factor` (modes PIL cannot reduce are converted first)."""
+    factor = _reduce_factor(image.width, image.height, reduce_to)
+    if factor == 1:
+        return image
+    return image.convert(_REDUCIBLE_AS.get(image.mode, image.mode)).reduce(factor)
 
 
 def _pil_array(image: Image.Image) -> np.ndarray:
@@ -286,10 +375,13 @@ def _composite(pixels: np.ndarray) -> np.ndarray:
 # --- DICOM ------------------------------------------------------------------------------------
 
 def _decode_dicom(source: Source, index: int | None, window: Window | None,
-                  max_pixels: int | None) -> np.ndarray:
+                  budget: DecodeBudget) -> np.ndarray:
     ds = _read_dicom(source)
-    _check_size(int(ds.Columns), int(ds.Rows), max_pixels)
+    _check_size(int(ds.Columns), int(ds.Rows), budget.max_pixels)
     count = _dicom_frame_count(ds)
+    frame_bytes = int(ds.Columns) * int(ds.Rows) * int(ds.get("SamplesPerPixel") or 1) * \
+        max(1, int(ds.get("BitsAllocated") or 8) // 8)
+    _check_budget(budget, frames=count, nbytes=frame_bytes, what="the DICOM file")
     pixels = _dicom_pixels(ds, _pick(index, count, "frame", count // 2))
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
@@ -384,11 +476,12 @@ def _dicom_window(ds: Any) -> Window | None:
 # --- NIfTI ------------------------------------------------------------------------------------
 
 def _decode_nifti(source: Source, index: int | None, window: Window | None,
-                  max_pixels: int | None) -> np.ndarray:
-    image = _load_nifti(source)
+                  budget: DecodeBudget) -> np.ndarray:
+    image = _load_nifti(source, budget.max_bytes)
     where, count = _nifti_axes(image.shape)
     rows, columns = (image.shape[axis] for axis, part in enumerate(where) if part is _ALL)
-    _check_size(columns, rows, max_pixels)
+    _check_size(columns, rows, budget.max_pixels)
+    _check_budget(budget, frames=count, nbytes=_nifti_data_end(image.header), what="the NIfTI file")
     chosen = _pick(index, count, "slice", count // 2)
     where = tuple(chosen if part is _SLICE else part for part in where)
     values = np.asarray(image.dataobj[where])
@@ -414,16 +507,58 @@ def _nifti_axes(shape: tuple[int, ...]) -> tuple[tuple[Any, ...], int]:
     return tuple(where), 1
 
 
-def _load_nifti(source: Source) -> Any:
-    """A lazily read NIfTI image from a path or an in-memory (optionally gzipped) stream."""
+def _load_nifti(source: Source, max_bytes: int | None = None) -> Any:
+    """A lazily read NIfTI image from a path or an in-memory (optionally gzipped) stream; a gzip
+    stream is never decompressed past `max_bytes` (plus the header)."""
     nib = _need("nibabel", "NIfTI files")
     if isinstance(source, Path):
         return nib.load(source)
     magic = source.read(2)
     source.seek(0)
-    stream = gzip.GzipFile(fileobj=source) if magic == b"\x1f\x8b" else source
-    holder = nib.FileHolder(fileobj=stream)
+    if magic == b"\x1f\x8b":
+        cap = None if max_bytes is None else max_bytes + HEAD_BYTES
+        source = _CappedGzip(source, cap)
+    holder = nib.FileHolder(fileobj=source)
     return nib.Nifti1Image.from_file_map({"header": holder, "image": holder})
+
+
+def _nifti_data_end(header: Any) -> int:
+    """Where the header says the pixel data ends: its offset plus every voxel of every volume."""
+    voxels = math.prod(int(n) for n in header.get_data_shape())
+    return int(header.get_data_offset()) + voxels * header.get_data_dtype().itemsize
+
+
+class _CappedGzip(gzip.GzipFile):
+    """A gzip stream that refuses to decompress more than `cap` bytes (None: no cap)."""
+
+    def __init__(self, fileobj: BinaryIO, cap: int | None) -> None:
+        super().__init__(fileobj=fileobj, mode="rb")
+        self.cap = cap
+
+    def _refuse_past(self, position: int) -> None:
+        if self.cap is not None and position > self.cap:
+            raise _Unreadable(f"the gzip stream decompresses to more than {self.cap / 2**20:,.0f} "
+                              "MiB; send a single slice (PNG or DICOM) or a smaller volume")
+
+    def _position(self) -> int:
+        return super().seek(0, io.SEEK_CUR)  # IOBase.tell() would call our seek
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.cap is not None and (size is None or size < 0):
+            size = self.cap - self._position() + 1
+        self._refuse_past(self._position() + (size or 0) - 1)
+        return super().read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_CUR or offset:
+            self._refuse_past(offset if whence == io.SEEK_SET else self._position() + offset)
+        return super().seek(offset, whence)
 
 
 def _nifti_window(header: Any) -> Window | None:
@@ -435,5 +570,5 @@ def _nifti_window(header: Any) -> Window | None:
     return ((low + high) / 2, high - low) if high > low else None
 
 
-_DECODERS: dict[str, Callable[[Source, int | None, Window | None, int | None], np.ndarray]] = {
+_DECODERS: dict[str, Callable[[Source, int | None, Window | None, DecodeBudget], np.ndarray]] = {
     "pil": _decode_pil, "dicom": _decode_dicom, "nifti": _decode_nifti}

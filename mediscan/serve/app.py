@@ -12,6 +12,7 @@ import asyncio
 import base64
 import io
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
@@ -27,11 +28,18 @@ from PIL import Image
 from starlette.exceptions import HTTPException
 
 import mediscan
-from mediscan.data.readers import DEFAULT_MAX_PIXELS
+from mediscan.data.readers import UPLOAD_BUDGET, DecodeBudget
 from mediscan.explain import DEFAULT_ALPHA, DEFAULT_METHOD, explain, overlay, to_rgb
 from mediscan.predict import Classifier, Prediction
 from mediscan.serve.batching import MicroBatcher
-from mediscan.serve.uploads import ENVELOPE_BYTES, ApiGuard, decode_upload, too_large_message
+from mediscan.serve.uploads import (
+    ENVELOPE_BYTES,
+    ApiGuard,
+    decode_upload,
+    one_file_part,
+    too_large_message,
+    trim_heap,
+)
 from mediscan.transforms import Preprocess
 
 STATIC = Path(__file__).parent / "static"
@@ -58,9 +66,15 @@ MODEL_CARD = {
 
 def create_app(classifier: Classifier, *, token: str | None = None,
                max_upload_bytes: int = 10 * 2**20, max_batch: int = 32, batch_wait_ms: float = 5,
-               run_dir: str | Path | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> FastAPI:
-    """The app serving `classifier`; `run_dir` adds its metrics.json to /api/model."""
+               run_dir: str | Path | None = None, budget: DecodeBudget = UPLOAD_BUDGET,
+               decode_workers: int | None = None) -> FastAPI:
+    """The app serving `classifier`; `run_dir` adds its metrics.json to /api/model.
+
+    Uploads are decoded within `budget` by at most `decode_workers` threads at once (default:
+    the CPU count), so concurrent large uploads queue instead of multiplying memory."""
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediscan-model")
+    decoders = ThreadPoolExecutor(max_workers=decode_workers or os.cpu_count() or 1,
+                                  thread_name_prefix="mediscan-decode")
     batcher = MicroBatcher(lambda images: classifier.predict_arrays(images, ["upload"] * len(images)),
                            executor, max_batch=max_batch, wait_ms=batch_wait_ms)
 
@@ -69,6 +83,7 @@ def create_app(classifier: Classifier, *, token: str | None = None,
         yield
         batcher.close()
         executor.shutdown(wait=False, cancel_futures=True)
+        decoders.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="mediscan", version=mediscan.__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, description=MODEL_CARD["warning"])
@@ -77,37 +92,50 @@ def create_app(classifier: Classifier, *, token: str | None = None,
                        max_body_bytes=max_upload_bytes + ENVELOPE_BYTES)
     _add_error_handlers(app)
     model_info = describe_model(classifier, run_dir)
-    app.include_router(_api(classifier, batcher, executor, model_info,
-                            max_upload_bytes=max_upload_bytes, max_pixels=max_pixels))
+    app.include_router(_api(classifier, batcher, executor, decoders, model_info,
+                            max_upload_bytes=max_upload_bytes, budget=budget))
     _add_pages(app, classifier, batcher)
     return app
 
 
 def _api(classifier: Classifier, batcher: MicroBatcher, executor: ThreadPoolExecutor,
-         model_info: dict, *, max_upload_bytes: int, max_pixels: int) -> APIRouter:
+         decoders: ThreadPoolExecutor, model_info: dict, *, max_upload_bytes: int,
+         budget: DecodeBudget) -> APIRouter:
     router = APIRouter(prefix="/api")
     version = {key: model_info[key] for key in ("name", "architecture", "created")}
 
-    async def read(file: UploadFile) -> np.ndarray:
+    async def read(request: Request, file: UploadFile) -> np.ndarray:
+        one_file_part(await request.form())
         data = await file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, too_large_message(max_upload_bytes))
-        return await asyncio.to_thread(decode_upload, data, file.filename, max_pixels=max_pixels)
+        job = partial(decode_upload, data, file.filename, budget=budget)
+        return await asyncio.get_running_loop().run_in_executor(decoders, job)
 
-    @router.post("/predict", summary="Classify one image (JPEG/PNG/BMP/TIFF/DICOM)")
-    async def predict(file: Upload) -> dict:
-        prediction = await batcher.submit(await read(file))
+    async def release(nbytes: int) -> None:
+        await asyncio.get_running_loop().run_in_executor(decoders, trim_heap, nbytes)
+
+    @router.post("/predict", summary="Classify one image (JPEG/PNG/BMP/TIFF/DICOM/NIfTI)")
+    async def predict(request: Request, file: Upload) -> dict:
+        image = await read(request, file)
+        nbytes = image.nbytes
+        prediction = await batcher.submit(image)
+        del image
+        await release(nbytes)
         return prediction_payload(prediction, version)
 
     @router.post("/explain", summary="Classify one image and return its Grad-CAM overlay")
-    async def explain_image(file: Upload, method: Method = DEFAULT_METHOD) -> dict:
+    async def explain_image(request: Request, file: Upload, method: Method = DEFAULT_METHOD) -> dict:
         if classifier.model is None:
             raise HTTPException(501, "Grad-CAM needs the torch backend; serve without ONNX")
-        image = await read(file)
+        image = await read(request, file)
         loop = asyncio.get_running_loop()
         job = partial(explain, classifier, image, method=method)
         cam, prediction = await loop.run_in_executor(executor, job)
-        pngs = await asyncio.to_thread(_pngs, classifier.preprocess, image, cam)
+        pngs = await loop.run_in_executor(decoders, _pngs, classifier.preprocess, image, cam)
+        nbytes = image.nbytes
+        del image, cam
+        await release(nbytes)
         return {**prediction_payload(prediction, version), "method": method, **pngs}
 
     @router.get("/model", summary="Classes, input size, test metrics and the model card")

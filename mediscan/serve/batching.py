@@ -56,13 +56,16 @@ class MicroBatcher(Generic[T, R]):
         return self._queue
 
     async def _work(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            if self.wait_s and self._queue.qsize() < self.max_batch - 1:
-                await asyncio.sleep(self.wait_s)
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            await self._run([entry for entry in batch if not entry[1].done()])
+        while True:  # no local keeps a batch alive while idle: its images are freed at once
+            await self._run(await self._next_batch())
+
+    async def _next_batch(self) -> list[tuple[T, asyncio.Future]]:
+        batch = [await self._queue.get()]
+        if self.wait_s and self._queue.qsize() < self.max_batch - 1:
+            await asyncio.sleep(self.wait_s)
+        while len(batch) < self.max_batch and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return [entry for entry in batch if not entry[1].done()]
 
     async def _run(self, batch: list[tuple[T, asyncio.Future]]) -> None:
         if not batch:

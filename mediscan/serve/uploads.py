@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import secrets
+from functools import lru_cache
 
 import numpy as np
-from starlette.datastructures import Headers
+from starlette.datastructures import FormData, Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mediscan.data.readers import (
-    DEFAULT_MAX_PIXELS,
     DICOM_SUFFIXES,
     NIFTI_SUFFIXES,
+    UPLOAD_BUDGET,
+    DecodeBudget,
     ImageReadError,
     read_image_bytes,
     suffix_of,
 )
 
 ENVELOPE_BYTES = 64 * 1024  # multipart boundaries and part headers around the file
+TRIM_ABOVE_BYTES = 4 * 2**20  # after a decoded image this large, freed heap goes back to the OS
 SIGNATURES = ((0, b"\xff\xd8\xff"), (0, b"\x89PNG\r\n\x1a\n"), (0, b"BM"), (0, b"II*\x00"),
               (0, b"MM\x00*"), (0, b"GIF87a"), (0, b"GIF89a"), (8, b"WEBP"), (128, b"DICM"),
               (344, b"n+1\x00"))
@@ -122,15 +127,42 @@ def looks_supported(data: bytes, name: str) -> bool:
     return any(data[offset:offset + len(magic)] == magic for offset, magic in SIGNATURES)
 
 
+def one_file_part(form: FormData) -> None:
+    """Refuse (400) a form with more than one 'file' part: which one to classify is ambiguous."""
+    parts = len(form.getlist("file"))
+    if parts > 1:
+        raise HTTPException(400, f"the form has {parts} 'file' parts; send one image per request")
+
+
 def decode_upload(data: bytes, filename: str | None, *,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decoded uint8 image of an upload, or HTTPException 400 (empty/corrupt) / 415 (unsupported)."""
+                  budget: DecodeBudget = UPLOAD_BUDGET) -> np.ndarray:
+    """Decoded uint8 image of an upload, or HTTPException 400 (empty/corrupt/over budget) / 415."""
     if not data:
         raise HTTPException(400, "the upload is empty (0 bytes); send the image file itself")
     name = safe_name(filename)
     if not looks_supported(data, name):
         raise HTTPException(415, UNSUPPORTED)
     try:
-        return read_image_bytes(data, name=name, max_pixels=max_pixels)
+        return read_image_bytes(data, name=name, budget=budget)
     except ImageReadError as error:
         raise HTTPException(400, f"the image could not be read: {error.reason}") from None
+
+
+def trim_heap(freed_bytes: int) -> bool:
+    """After freeing `freed_bytes` >= TRIM_ABOVE_BYTES, return free heap pages to the OS (glibc's
+    malloc_trim; elsewhere nothing), so the server's memory settles after large uploads."""
+    libc = _libc()
+    if freed_bytes < TRIM_ABOVE_BYTES or libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+@lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
