@@ -80,6 +80,30 @@ def filled_head(batch: torch.Tensor, level: float = 0.02) -> torch.Tensor:
     return (between(2) & between(3)).to(batch.dtype)
 
 
+def reframe(batch: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zoom each image so that its mask's bounding box fills the frame, aspect kept (centred)."""
+    n, _, h, w = batch.shape
+    rows, cols = mask.any(dim=3).squeeze(1), mask.any(dim=2).squeeze(1)  # (N, H), (N, W)
+    empty = ~rows.any(dim=1)
+
+    def extent(hits: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        coords = torch.linspace(-1, 1, size, device=batch.device, dtype=batch.dtype)
+        low = torch.where(hits, coords, torch.full_like(coords, 2.0)).amin(dim=1)
+        high = torch.where(hits, coords, torch.full_like(coords, -2.0)).amax(dim=1)
+        return (low + high) / 2, (high - low) / 2
+
+    cy, half_h = extent(rows, h)
+    cx, half_w = extent(cols, w)
+    half = torch.maximum(half_h, half_w).clamp(min=0.25)  # never zoom in more than 4x
+    half = torch.where(empty, torch.ones_like(half), half)
+    theta = torch.zeros(n, 2, 3, device=batch.device, dtype=batch.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = half
+    theta[:, 0, 2] = torch.where(empty, torch.zeros_like(cx), cx)
+    theta[:, 1, 2] = torch.where(empty, torch.zeros_like(cy), cy)
+    grid = F.affine_grid(theta, list(batch.shape), align_corners=True)
+    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
 class BatchAugment:
     """Random per-sample transforms applied to a whole float batch (N, C, H, W, range 0..1) at once."""
 
@@ -134,7 +158,8 @@ class BatchAugment:
         return torch.where(self._per_sample(mask, batch) > 0, changed, batch)
 
     def _skull_strip(self, batch: torch.Tensor) -> torch.Tensor:
-        """Keep an eroded copy of the head mask: the scalp and skull go, as in brain extraction."""
+        """Brain extraction: keep an eroded copy of the head mask (scalp and skull go), then
+        re-frame the brain to fill the image, as preprocessing frames a skull-stripped scan."""
         c = self.config
         if not c.skull_strip:
             return batch
@@ -142,7 +167,8 @@ class BatchAugment:
         radius = max(1, round(depth * batch.shape[-1]))
         outside = F.max_pool2d(1 - filled_head(batch), 2 * radius + 1, stride=1, padding=radius)
         brain = F.avg_pool2d(1 - outside, 3, stride=1, padding=1)  # a one-pixel soft edge
-        return self._masked(batch, batch * brain, self._chance(batch.shape[0], c.skull_strip))
+        stripped = reframe(batch * brain, brain > 0.5)
+        return self._masked(batch, stripped, self._chance(batch.shape[0], c.skull_strip))
 
     def _curves(self, n: int) -> torch.Tensor:
         """(N, K) random intensity curves through (0, 0): half monotonic, some inverted."""

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mediscan.augment import PRESETS, AugmentConfig, BatchAugment, filled_head, get_preset
+from mediscan.augment import PRESETS, AugmentConfig, BatchAugment, filled_head, get_preset, reframe
 
 
 def _batch(n: int = 8, size: int = 32) -> torch.Tensor:
@@ -78,13 +78,24 @@ def test_intensity_curve_keeps_background_black_and_changes_tissue_contrast():
     assert (out - batch).abs().amax() > 0.1
 
 
-def test_skull_strip_removes_the_rim_and_keeps_dark_inner_tissue():
+def test_skull_strip_removes_the_rim_keeps_inner_tissue_and_reframes_the_brain():
     config = AugmentConfig(skull_strip=1.0, strip_depth=(0.125, 0.125))
     batch = torch.zeros(2, 1, 64, 64)
-    batch[:, :, 8:56, 8:56] = 1.0  # the head, skull included
+    batch[:, :, 8:56, 8:56] = 0.5  # the head, skull included
+    batch[:, :, 8:12, 8:56] = 1.0  # a bright skull at the top
     batch[:, :, 28:36, 28:36] = 0.0  # a dark ventricle inside
     out = BatchAugment(config, seed=0)(batch.clone())
-    assert torch.all(out[:, :, 8:12, :] == 0)  # the rim (8 pixels deep) is gone
-    assert torch.all(out[:, :, 20:27, 20:44] == 1)  # tissue well inside stays
+    assert out.max() <= 0.5 + 1e-4  # the bright rim is gone
+    assert (out[:, :, 1:-1, 1:-1] > 0.25).float().mean() > 0.8  # the brain fills the frame again
+    assert torch.all(out[:, :, 28:36, 28:36] < 0.05)  # the ventricle stays dark, centred
     head = filled_head(batch)
     assert torch.all(head[:, :, 28:36, 28:36] == 1)  # the hole counts as head
+
+
+def test_reframe_zooms_the_mask_box_to_the_frame():
+    batch = torch.zeros(1, 1, 40, 40)
+    batch[:, :, 0:20, 20:40] = 1.0  # an object in the top-right quarter
+    out = reframe(batch, batch > 0.5)
+    assert out[:, :, 2:-2, 2:-2].min() > 0.9
+    empty = torch.zeros(1, 1, 8, 8)
+    assert torch.equal(reframe(empty, empty > 0.5), empty)

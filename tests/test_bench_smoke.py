@@ -205,3 +205,59 @@ def test_soak_reports_status_classes_latency_and_server_memory(tmp_path, env):
         assert set(result["statuses"][kind]) <= {"4xx"}
     rss = result["rss_mib"]
     assert 0 < rss["idle"] <= rss["peak"] and rss["settled"] > 0
+
+
+def test_gpu_check_refuses_without_cuda_and_drafts_the_readme_table(env):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(BENCH))
+    done = run_script("gpu_check.py", "/nonexistent", env=env, check=False)
+    assert done.returncode != 0 and "no CUDA device" in done.stderr
+    results = {"train": {"result": {"test_accuracy": {"value": 0.996}, "train_seconds": 14.2,
+                                    "epochs_run": 40, "images_seen": 182_640}},
+               "sources": {"result": {"runs": [{"contrasts": {"t1": {
+                   "sensitivity_large": {"value": 0.93}, "specificity": {"value": 0.91}}}}]}}}
+    table = gpu_check.markdown(results)
+    assert "99.60% in 14 s of training, 40 epochs, 182,640 images seen" in table
+    assert "| BraTS t1 | sensitivity (>= 1,500 px) 93.0%, specificity 91.0% |" in table
+
+
+def fake_brats(root: Path, n: int = 6, free: int = 3) -> Path:
+    """A BraTS-like folder: n tumour slices in four contrasts with masks, and tumour-free slices."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = ["file,case,z,tumour_px,ET_px(4),ED_px(2),NCR_px(1),labels"]
+    for i in range(n):
+        name = f"case_z{i:03d}.png"
+        mask = np.zeros((64, 64), np.uint8)
+        mask[20:36, 20:36 + 2 * i] = 2
+        for contrast in ("t1", "t1ce", "t2", "flair", "mask"):
+            (root / contrast).mkdir(parents=True, exist_ok=True)
+            image = mask if contrast == "mask" else rng.integers(0, 255, (64, 64), dtype=np.uint8)
+            Image.fromarray(image).save(root / contrast / name)
+        rows.append(f"{name},case,{i},{int((mask > 0).sum()) * (10 if i % 2 else 1)},0,0,0,2")
+    for contrast in ("t1", "t1ce", "t2", "flair"):
+        (root / "tumour-free" / contrast).mkdir(parents=True, exist_ok=True)
+        for i in range(free):
+            Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(
+                root / "tumour-free" / contrast / f"free_{i}.png")
+    (root / "index.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.slow
+def test_sources_counts_every_contrast_and_scores_the_cam(tiny_run, env, tmp_path):
+    brats = fake_brats(tmp_path / "brats")
+    done = run_script("sources.py", str(tiny_run), "--brats", str(brats), "--cam-n", "2", env=env)
+    result = last_json(done.stdout)
+    (run,) = result["runs"]
+    assert set(run["contrasts"]) == {"t1", "t1ce", "t2", "flair"}
+    for row in run["contrasts"].values():
+        assert row["sensitivity"]["n"] == 6 and row["sensitivity_large"]["n"] == 3
+        assert row["specificity"]["n"] == 3 and row["cam_pointing"]["n"] == 2
+        assert 0 <= row["sensitivity"]["value"] <= 1
+    assert "sensitivity % (>= 1500 px)" in done.stdout

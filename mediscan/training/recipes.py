@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 AUTO = "auto"
-AUTO_FIELDS = ("channels", "crop_foreground", "clip_percentiles", "normalization")
+AUTO_FIELDS = ("channels", "crop_foreground", "clip_percentiles", "normalization", "augment")
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,7 @@ class Recipe:
     description: str
     model: str = "resnet18"
     input_size: int | None = None  # None: the model's default input size
-    # "auto" (channels, crop_foreground, clip_percentiles, normalization): chosen from the data by
+    # "auto" (channels, crop_foreground, clip_percentiles, normalization, augment): chosen from the data by
     # mediscan.data.characterise when training starts; the choice and why go into model.json
     channels: int | str = "auto"  # 1, 3 or "auto" (the model's)
     fit: str = "pad"  # "pad" keeps the aspect ratio, "stretch" is the tutorials' plain resize
@@ -35,7 +35,7 @@ class Recipe:
     schedule: str = "onecycle"  # onecycle | cosine | constant
     warmup: float = 0.1  # fraction of training spent warming up (onecycle)
     label_smoothing: float = 0.1
-    augment: str = "strong"  # a preset of mediscan.augment.PRESETS
+    augment: str = "auto"  # a preset of mediscan.augment.PRESETS, or "auto" (trainer.augmentation_for)
     balance: str = "sampler"  # none | weights | sampler
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     group_duplicates: bool = True

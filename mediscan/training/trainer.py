@@ -66,6 +66,12 @@ def resolve_recipe(recipe: Recipe | str, **overrides) -> Recipe:
     return base.with_overrides(**overrides)
 
 
+def augmentation_for(found: Characterisation) -> str:
+    """"mri" (random contrast curves, brain extraction) for grey objects on black that get the
+    head crop, so neither contrast nor skull can stand in for a label; "strong" for the rest."""
+    return "mri" if found.crop_foreground and not found.colour else "strong"
+
+
 def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
                          progress: bool = True) -> tuple[Recipe, Characterisation | None]:
     """The recipe with its "auto" preprocessing fields chosen from the data, and the findings."""
@@ -74,11 +80,14 @@ def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
         return recipe, None
     found = characterise(folder, progress=progress)
     chosen = {"channels": model_config(recipe.model).channels, "crop_foreground": found.crop_foreground,
-              "clip_percentiles": found.clip_percentiles, "normalization": found.normalization}
+              "clip_percentiles": found.clip_percentiles, "normalization": found.normalization,
+              "augment": augmentation_for(found)}
     if progress:
         console.print(f"preprocessing chosen from {found.images} images ({', '.join(auto)}):")
         for reason in found.reasons:
             console.print(f"  {reason}")
+        if "augment" in auto:
+            console.print(f"  augmentation: {chosen['augment']}")
     return dataclasses.replace(recipe, **{name: chosen[name] for name in auto}), found
 
 
