@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
+from mediscan.files import atomic_path
 from mediscan.inference import batched_outputs
 
 OOD_FILE = "ood.safetensors"
@@ -124,7 +125,8 @@ class OodDetector:
                 "fit_images": self.fit_images, "calibration_images": self.calibration_images}
 
     def save(self, run_dir: str | Path) -> None:
-        save_file(self.density.tensors(), str(Path(run_dir) / OOD_FILE))
+        with atomic_path(Path(run_dir) / OOD_FILE) as tmp:
+            save_file(self.density.tensors(), str(tmp))
 
 
 def load_detector(run_dir: str | Path, meta: dict) -> OodDetector | None:

@@ -9,7 +9,8 @@ import pytest
 
 from shapes_data import make_shapes
 
-ARGS = ["--model", "resnet18", "--input-size", "40", "--epochs", "20", "--batch-size", "16",
+ARGS = ["--recipe", "default", "--crop", "--model", "resnet18",
+        "--input-size", "40", "--epochs", "20", "--batch-size", "16",
         "--lr", "3e-3", "--device", "cpu", "--no-progress", "--json", "--workers", "1"]
 
 

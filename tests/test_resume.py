@@ -31,9 +31,9 @@ def resumed(tmp_path_factory):
     monkeypatch = pytest.MonkeyPatch()
     real_save, real_replace = trainer.save_checkpoint, files.os.replace
 
-    def val_metrics(model, prepared, device, criterion):
+    def val_metrics(model, prepared, device, criterion, plan=None):
         epoch = len(after_epoch) + 1
-        return {"val_loss": 1.0 - VAL_ACC[epoch], "val_acc": VAL_ACC[epoch]}
+        return {"val_loss": 1.0 - VAL_ACC[epoch], "val_acc": VAL_ACC[epoch]}, None
 
     def recording_save(run_dir, model, optimizer, state, best=None):
         after_epoch[state["epoch"]] = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -47,7 +47,7 @@ def resumed(tmp_path_factory):
     monkeypatch.setattr(trainer, "save_checkpoint", recording_save)
     monkeypatch.setattr(files.os, "replace", recording_replace)
     try:
-        train(data, out=run, epochs=2, cache_dir=cache, evaluate=True, **TINY)
+        train(data, recipe="default", out=run, epochs=2, cache_dir=cache, evaluate=True, **TINY)
         train(data, out=run, resume=True, epochs=3, cache_dir=cache, evaluate=False, **TINY)
     finally:
         monkeypatch.undo()

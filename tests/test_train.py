@@ -154,7 +154,7 @@ def test_resume_continues_where_it_stopped(data_dir, tmp_path):
     out = tmp_path / "resumable"
     options = dict(device="cpu", progress=False, workers=1, cache_dir=tmp_path / "c",
                    evaluate=False, **{**FAST, "epochs": 2})
-    train(data_dir, out=out, **options)
+    train(data_dir, recipe="default", out=out, **options)
     with safe_open(str(out / "last.safetensors"), framework="pt") as checkpoint:
         assert json.loads(checkpoint.metadata()["state"])["epoch"] == 2
     train(data_dir, out=out, resume=True, **{**options, "epochs": 3})
@@ -165,8 +165,8 @@ def test_resume_continues_where_it_stopped(data_dir, tmp_path):
 def test_same_seed_same_split_and_losses(data_dir, tmp_path):
     options = dict(device="cpu", progress=False, workers=1, cache_dir=tmp_path / "c",
                    evaluate=False, **{**FAST, "epochs": 1})
-    a = train(data_dir, out=tmp_path / "a", **options)
-    b = train(data_dir, out=tmp_path / "b", **options)
+    a = train(data_dir, recipe="default", out=tmp_path / "a", **options)
+    b = train(data_dir, recipe="default", out=tmp_path / "b", **options)
     assert (a / "split.json").read_text() == (b / "split.json").read_text()
     loss = [next(csv.DictReader(open(run / "history.csv")))["train_loss"] for run in (a, b)]
     assert float(loss[0]) == pytest.approx(float(loss[1]), rel=1e-4)

@@ -92,10 +92,10 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "demo",
-            "the embedded demo: ResNet-18 from scratch on the phantom at 96 px, a few minutes "
-            "on a CPU",
+            "the embedded demo: ResNet-18 from scratch on the phantom at 96 px, 12 epochs or a "
+            "5-minute budget for the whole training command, whichever ends first",
             model="resnet18", input_size=96, epochs=12, batch_size=64, lr=3e-3,
-            crop_foreground=False, augment="demo",
+            crop_foreground=False, augment="demo", time_budget=300.0,
         ),
         Recipe(
             "tutorial-cnn",
