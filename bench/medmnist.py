@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> dict:
     test = json.loads((run_dir / "metrics.json").read_text())["test"]
     with open(run_dir / "history.csv") as handle:
         epochs = len(list(csv.DictReader(handle)))
-    return {"data": str(args.npz), "set": recognise(args.npz), "recipe": args.recipe, "run": str(run_dir),
+    recipe = json.loads((run_dir / "model.json").read_text())["recipe"]["name"]
+    return {"data": str(args.npz), "set": recognise(args.npz), "recipe": recipe, "run": str(run_dir),
             "accuracy": test["accuracy"], "auc": test["macro_auc"], "test_images": test["n"],
             "epochs": epochs, "seconds": time.perf_counter() - started, "time_budget": args.time_budget,
             "paper": PAPER.get(recognise(args.npz) or "", {}), "citation": CITATION,
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("npz", type=Path, help="A MedMNIST .npz (train/val/test arrays).")
     parser.add_argument("--time-budget", default="10m", help="Training budget, e.g. 10m (default).")
-    parser.add_argument("--recipe", default="default", help="A mediscan recipe (default: default).")
+    parser.add_argument("--recipe", default=None,
+                        help="A mediscan recipe (default: the one `mediscan train` picks for the device).")
     parser.add_argument("--epochs", type=int, help="Override the recipe's epochs.")
     parser.add_argument("--input-size", type=int, help="Override the recipe's input size.")
     parser.add_argument("--device", help="cpu, cuda, mps (default: best available).")

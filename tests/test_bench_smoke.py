@@ -155,7 +155,8 @@ def test_medmnist_prints_the_run_beside_the_paper(tmp_path, env):
     from modality_data import tiny_grey_npz
 
     data = tiny_grey_npz(tmp_path / "breastmnist.npz", n=32)
-    done = run_script("medmnist.py", str(data), "--epochs", "1", "--input-size", "32", "--time-budget", "1m",
+    done = run_script("medmnist.py", str(data), "--recipe", "default", "--epochs", "1", "--input-size", "32",
+                      "--time-budget", "1m",
                       "--device", "cpu", "--workers", "1", "--out", str(tmp_path / "run"), env=env)
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("command: ") and "medmnist.py" in lines[0]
