@@ -49,6 +49,10 @@ class Recipe:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def auto_fields(self) -> list[str]:
+        """The fields still "auto": to be chosen from the data when training starts."""
+        return [name for name in AUTO_FIELDS if getattr(self, name) == AUTO]
+
     def with_overrides(self, **overrides) -> Recipe:
         """A copy with the given (non-None) fields replaced."""
         known = {f.name for f in fields(self)}

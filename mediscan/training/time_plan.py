@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mediscan.inference import batched_logits
+from mediscan.inference import images_per_second
 
 REPORT_SECONDS = 12.0  # metrics with 1,000 bootstrap resamples, plots and report.html (measured: 6-9 s)
 SAFETY = 0.02  # fraction of the budget kept back for what is not estimated (imports, writes)
@@ -51,12 +51,9 @@ class TimePlan:
     def measure_inference(self, model, images: np.ndarray, *, mean, std, device) -> None:
         """Time a forward pass over a few images (after a warm-up) for the finishing estimate."""
         sample = np.asarray(images[:PROBE_IMAGES])
-        if not len(sample):
-            return
-        batched_logits(model, sample[:4], mean=mean, std=std, device=device)
-        began = time.perf_counter()
-        batched_logits(model, sample, mean=mean, std=std, device=device)
-        self.observe(len(sample), time.perf_counter() - began)
+        if len(sample):
+            rate = images_per_second(model, sample, mean=mean, std=std, device=device, repeats=1)
+            self.observe(len(sample), len(sample) / rate)
 
     def observe(self, images: int, seconds: float) -> None:
         """Record a measured inference pass (e.g. one validation epoch)."""

@@ -37,7 +37,7 @@ from mediscan.training.loop import (
     image_source,
     train_one_epoch,
 )
-from mediscan.training.recipes import AUTO, AUTO_FIELDS, Recipe, get_recipe
+from mediscan.training.recipes import Recipe, get_recipe
 from mediscan.training.schedule import lr_at
 from mediscan.training.time_plan import TimePlan
 from mediscan.transforms import Preprocess
@@ -75,7 +75,7 @@ def augmentation_for(found: Characterisation) -> str:
 def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
                          progress: bool = True) -> tuple[Recipe, Characterisation | None]:
     """The recipe with its "auto" preprocessing fields chosen from the data, and the findings."""
-    auto = [name for name in AUTO_FIELDS if getattr(recipe, name) == AUTO]
+    auto = recipe.auto_fields()
     if not auto:
         return recipe, None
     found = characterise(folder, progress=progress)
@@ -93,7 +93,7 @@ def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
 
 def preprocess_for(recipe: Recipe) -> Preprocess:
     """The preprocessing a recipe implies (input size defaults to the model's); no "auto" left."""
-    auto = [name for name in AUTO_FIELDS if getattr(recipe, name) == AUTO]
+    auto = recipe.auto_fields()
     if auto:
         raise ValueError(f"recipe {recipe.name!r}: {', '.join(auto)} still 'auto'; choose them from the "
                          "data first (choose_preprocessing) or give fixed values")
