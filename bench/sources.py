@@ -9,6 +9,8 @@ four MRI contrasts; never trained on):
   tumour class, on all 600 slices and on the 336 whose tumour covers >= 1,500 pixels;
 - specificity per contrast on `tumour-free/` (slices of the same patients with no tumour label
   within +-3 slices: cerebellum and vertex, so a harder check than normal brains);
+- AUROC of P(tumour) between the >= 1,500-pixel tumour slices and the tumour-free slices: how
+  well the model separates them whatever the threshold;
 - Grad-CAM pointing: the share of >= 1,500-pixel slices (up to --cam-n per contrast) whose CAM
   peak (the tumour class with the highest probability) lies inside the expert tumour mask;
 - the run's own held-out test accuracy (metrics.json) and, where the run folder holds an
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import binomtest
+from sklearn.metrics import roc_auc_score
 
 from bench_common import announce, emit, log, machine, table
 
@@ -95,10 +98,13 @@ def score_contrast(classifier, brats: Path, contrast: str, pixels: dict[str, int
     called = p_tumour >= 0.5
     large = np.array([pixels[n] >= LARGE_TUMOUR for n in names])
     free = sorted((brats / "tumour-free" / contrast).glob("*.png"))
-    free_called = tumour_probability(classifier, free, normal) >= 0.5
+    p_free = tumour_probability(classifier, free, normal)
+    free_called = p_free >= 0.5
+    auc = roc_auc_score(np.r_[np.ones(int(large.sum())), np.zeros(len(free))], np.r_[p_tumour[large], p_free])
     row = {"sensitivity": proportion(int(called.sum()), len(names)),
            "sensitivity_large": proportion(int(called[large].sum()), int(large.sum())),
-           "specificity": proportion(int((~free_called).sum()), len(free))}
+           "specificity": proportion(int((~free_called).sum()), len(free)),
+           "auroc_large_vs_free": float(auc)}
     if cam_n:
         picked = [n for n, big in zip(names, large) if big][::max(1, int(large.sum()) // cam_n)][:cam_n]
         hits = sum(cam_hit(classifier, brats / contrast / n, brats / "mask" / n, normal) for n in picked)
@@ -150,9 +156,10 @@ def pct(entry: dict | None) -> str:
 def run_table(result: dict) -> str:
     """One row per contrast."""
     rows = [[c, pct(r["sensitivity"]), pct(r["sensitivity_large"]), pct(r["specificity"]),
-             pct(r.get("cam_pointing"))] for c, r in result["contrasts"].items()]
+             f"{r['auroc_large_vs_free']:.3f}", pct(r.get("cam_pointing"))]
+            for c, r in result["contrasts"].items()]
     columns = ["contrast", "sensitivity % (all 600)", f"sensitivity % (>= {LARGE_TUMOUR} px)",
-               "specificity % (tumour-free)", "CAM peak in tumour %"]
+               "specificity % (tumour-free)", "AUROC (large vs free)", "CAM peak in tumour %"]
     return table(columns, rows)
 
 

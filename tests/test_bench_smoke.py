@@ -260,5 +260,5 @@ def test_sources_counts_every_contrast_and_scores_the_cam(tiny_run, env, tmp_pat
     for row in run["contrasts"].values():
         assert row["sensitivity"]["n"] == 6 and row["sensitivity_large"]["n"] == 3
         assert row["specificity"]["n"] == 3 and row["cam_pointing"]["n"] == 2
-        assert 0 <= row["sensitivity"]["value"] <= 1
-    assert "sensitivity % (>= 1500 px)" in done.stdout
+        assert 0 <= row["sensitivity"]["value"] <= 1 and 0 <= row["auroc_large_vs_free"] <= 1
+    assert "sensitivity % (>= 1500 px)" in done.stdout and "AUROC (large vs free)" in done.stdout

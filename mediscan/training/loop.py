@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mediscan.augment import BatchAugment
+from mediscan.lesion_synthesis import LesionSynthesis
 from mediscan.inference import autocast_for, uses_channels_last
 
 
@@ -121,6 +122,7 @@ class BatchPipeline:
     std: torch.Tensor
     device: torch.device
     augment: BatchAugment | None = None
+    lesions: LesionSynthesis | None = None  # paints lesions into some normal images (relabelled)
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images[index.to(self.images.device)]
@@ -128,12 +130,15 @@ class BatchPipeline:
             x = x.pin_memory()
         x = x.to(self.device, non_blocking=True)
         x = x.float().div_(255.0)
+        y = self.labels[index.to(self.labels.device)]
+        if self.lesions is not None:
+            x, y = self.lesions(x, y)
         if self.augment is not None:
             x = self.augment(x)
         x = (x - self.mean) / self.std
         if uses_channels_last(self.device):
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.labels[index.to(self.labels.device)]
+        return x, y
 
 
 def epoch_order(labels: torch.Tensor, *, balance: str, generator: torch.Generator) -> torch.Tensor:

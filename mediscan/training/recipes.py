@@ -37,6 +37,7 @@ class Recipe:
     label_smoothing: float = 0.1
     augment: str = "auto"  # a preset of mediscan.augment.PRESETS, or "auto" (trainer.augmentation_for)
     balance: str = "sampler"  # none | weights | sampler
+    lesions: float = 0.0  # brain MRI ("mri" augmentation): share of normal images given a synthetic lesion
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     group_duplicates: bool = True
     patience: int | None = None  # early stopping: epochs without improvement of the val metric

@@ -25,6 +25,7 @@ from mediscan.data.split import Split
 from mediscan.evaluation.calibration import fit_temperature
 from mediscan.files import read_json, write_atomic, write_json
 from mediscan.inference import batched_logits, pick_device, uses_channels_last
+from mediscan.lesion_synthesis import LesionConfig, LesionSynthesis, lesion_classes
 from mediscan.models import count_parameters, create_model, model_config
 from mediscan.ood import MAX_FIT_IMAGES, fit_detector
 from mediscan.progress import console, progress_bar
@@ -134,6 +135,14 @@ def prepare_data(data: Path, recipe: Recipe, *, split_file: Path | None = None,
     indices = split.indices(folder)
     mean, std = _normalisation(recipe, decoded.images, indices["train"])
     return Prepared(folder, decoded, split, indices, preprocess, mean, std, recipe, found)
+
+
+def lesion_synthesis_for(recipe: Recipe, classes: list[str], *, seed: int) -> LesionSynthesis | None:
+    """Synthetic lesions for brain MRI (the "mri" augmentation) with a normal and a tumour class."""
+    pair = lesion_classes(classes)
+    if not recipe.lesions or recipe.augment != "mri" or pair is None:
+        return None
+    return LesionSynthesis(*pair, LesionConfig(probability=recipe.lesions), seed=seed)
 
 
 def freeze_early_layers(model: nn.Module, model_name: str) -> int:
@@ -246,7 +255,12 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
         mean=torch.tensor(prepared.mean, device=device).view(1, -1, 1, 1),
         std=torch.tensor(prepared.std, device=device).view(1, -1, 1, 1),
         device=device, augment=BatchAugment(recipe.augment, seed=recipe.seed + dist_info.rank),
+        lesions=lesion_synthesis_for(recipe, prepared.folder.classes, seed=recipe.seed + dist_info.rank),
     )
+    if pipeline.lesions is not None and progress and dist_info.is_main:
+        classes = prepared.folder.classes
+        console.print(f"synthetic lesions: {recipe.lesions:.0%} of the {classes[pipeline.lesions.normal]} "
+                      f"training images get one and count as {classes[pipeline.lesions.lesion]}")
     steps_per_epoch = max(1, math.ceil(len(train_index) / dist_info.world_size / recipe.batch_size))
     budget = Budget(total_steps=steps_per_epoch * recipe.epochs, seconds=recipe.time_budget,
                     step=state["step"])
