@@ -124,21 +124,16 @@ def second_run_start(data: Path, recipe, cache_dir: Path | None, device, workers
 
 def inference_speed(run: Path, data: Path, recipe, cache_dir: Path | None, device, workers) -> float:
     """`images_per_second` of the trained model on its test split (decoded from the warm cache)."""
-    import torch
-
-    from mediscan.bundle import load_bundle
     from mediscan.data.split import Split
     from mediscan.inference import images_per_second
+    from mediscan.predict import Classifier
     from mediscan.training.trainer import prepare_data
 
     prepared = prepare_data(data, recipe, split_file=run / "split.json", workers=workers,
                             progress=False, cache_dir=cache_dir)
     test = np.sort(Split.load(run / "split.json").indices(prepared.folder)["test"])
-    model, meta = load_bundle(run, device=device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return images_per_second(model, prepared.decoded.images[test], mean=meta["mean"],
-                             std=meta["std"], device=device)
+    classifier = Classifier.load(run, device=device)
+    return images_per_second(classifier.logits_batch, prepared.decoded.images[test], device=device)
 
 
 def run_recipe(name: str, args: argparse.Namespace) -> dict:

@@ -65,7 +65,8 @@ def export(
     json_out: JsonOut = False,
 ) -> None:
     """Export the model for deployment; checks that it agrees with PyTorch."""
-    from mediscan.export import OnnxBackend, export_onnx
+    from mediscan.export import export_onnx
+    from mediscan.onnx_backend import OnnxBackend
 
     if not onnx:
         console.print("[red]error:[/red] choose a format: --onnx")

@@ -10,11 +10,11 @@ from typing import Sequence
 
 import numpy as np
 
-from mediscan.bundle import load_bundle
 from mediscan.evaluation.robustness_suite import robustness_table
 from mediscan.evaluation.stats import pairwise_mcnemar
 from mediscan.files import write_json
 from mediscan.inference import images_per_second, pick_device
+from mediscan.predict import Classifier
 from mediscan.progress import console
 from mediscan.report import plots
 
@@ -57,15 +57,13 @@ def _row(model: str, run: Path, *, device, robustness: bool, severities: Sequenc
     row = {"name": model, "run": run.name, **{k: metrics["test"]["headline"][k] for k in HEADLINES},
            "ece": metrics.get("calibration", {}).get("ece_after"), "params": meta["params"],
            "train_seconds": meta["train_seconds"]}
-    net, meta = load_bundle(run, device=device)
-    prepared = load_run_data(run, meta, progress=False)
+    classifier = Classifier.load(run, device=device)
+    prepared = load_run_data(run, classifier.meta, progress=False)
     index = np.sort(prepared.indices["test"])
     images, labels = np.asarray(prepared.decoded.images[index]), prepared.folder.labels[index]
-    row["images_per_second"] = images_per_second(net, images, mean=meta["mean"], std=meta["std"],
-                                                 device=device)
+    row["images_per_second"] = images_per_second(classifier.logits_batch, images, device=device)
     if robustness:
-        table = robustness_table(net, images, labels, meta, device, severities=severities,
-                                 progress=False)
+        table = robustness_table(classifier, images, labels, severities=severities, progress=False)
         row["robustness_score"] = table["score"]
     return row
 

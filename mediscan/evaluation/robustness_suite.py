@@ -7,37 +7,34 @@ from typing import Sequence
 
 import numpy as np
 
-from mediscan.bundle import load_bundle
 from mediscan.evaluation.robustness import CORRUPTIONS, SEVERITIES, corrupt, robustness_results
 from mediscan.files import write_json
-from mediscan.inference import batched_logits, pick_device
+from mediscan.predict import Classifier
 from mediscan.progress import progress_bar
 from mediscan.report import plots
 
 
-def accuracy_under(model, images: np.ndarray, labels: np.ndarray, meta: dict, device, *,
+def accuracy_under(classifier: Classifier, images: np.ndarray, labels: np.ndarray, *,
                    corruption: str | None = None, severity: int = 0, seed: int = 0) -> float:
     """Accuracy on `images` after one corruption at one severity (None: clean)."""
     batch = corrupt(images, corruption, severity, seed=seed) if corruption else images
-    logits = batched_logits(model, batch, mean=meta["mean"], std=meta["std"], device=device)
-    return float((logits.argmax(1) == labels).mean())
+    return float((classifier.logits_batch(batch).argmax(1) == labels).mean())
 
 
-def robustness_table(model, images: np.ndarray, labels: np.ndarray, meta: dict, device, *,
+def robustness_table(classifier: Classifier, images: np.ndarray, labels: np.ndarray, *,
                      corruptions: Sequence[str] | None = None,
                      severities: Sequence[int] = SEVERITIES, seed: int = 0,
                      progress: bool = True) -> dict:
     """robustness.json content: clean accuracy, accuracy per corruption and severity, score."""
     names = list(corruptions or CORRUPTIONS)
-    clean = accuracy_under(model, images, labels, meta, device)
+    clean = accuracy_under(classifier, images, labels)
     table: dict[str, dict[int, float]] = {}
     with progress_bar("corruptions", len(names) * len(severities), progress) as advance:
         for name in names:
             table[name] = {}
             for severity in severities:
-                table[name][severity] = accuracy_under(model, images, labels, meta, device,
-                                                       corruption=name, severity=severity,
-                                                       seed=seed)
+                table[name][severity] = accuracy_under(classifier, images, labels, corruption=name,
+                                                       severity=severity, seed=seed)
                 advance(1, name)
     result = robustness_results(clean, {k: [v[s] for s in severities] for k, v in table.items()},
                                 seed=seed)
@@ -62,14 +59,15 @@ def test_images(run_dir: Path, meta: dict, data: Path | None, *, workers=None,
 def run_robustness(run_dir: Path, data: Path | None = None, *,
                    corruptions: Sequence[str] | None = None,
                    severities: Sequence[int] = SEVERITIES, seed: int = 0, device=None,
-                   progress: bool = True, workers: int | None = None) -> dict:
-    """Run the suite, write robustness.json and plots/robustness.png, refresh the report."""
+                   progress: bool = True, workers: int | None = None, backend: str = "torch") -> dict:
+    """Run the suite with the run's classifier (`backend` torch or onnx), write robustness.json and
+    plots/robustness.png, refresh the report."""
     from mediscan.evaluation.runner import refresh_report
 
-    run_dir, device = Path(run_dir), pick_device(device)
-    model, meta = load_bundle(run_dir, device=device)
-    images, labels = test_images(run_dir, meta, data, workers=workers, progress=progress)
-    result = robustness_table(model, images, labels, meta, device, corruptions=corruptions,
+    run_dir = Path(run_dir)
+    classifier = Classifier.load(run_dir, device=device, backend=backend)
+    images, labels = test_images(run_dir, classifier.meta, data, workers=workers, progress=progress)
+    result = robustness_table(classifier, images, labels, corruptions=corruptions,
                               severities=severities, seed=seed, progress=progress)
     result["data"] = str(data) if data else "test split"
     write_json(run_dir / "robustness.json", result)

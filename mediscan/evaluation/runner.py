@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mediscan.bundle import load_bundle, read_meta
+from mediscan.bundle import read_meta
 from mediscan.data.cache import load_images
 from mediscan.data.folders import scan_folder
 from mediscan.evaluation.adapt import adapt_batchnorm
@@ -19,9 +19,8 @@ from mediscan.evaluation.mapping import map_probabilities, parse_mapping, resolv
 from mediscan.evaluation.metrics import quadratic_kappa
 from mediscan.evaluation.stats import bootstrap_ci, metrics_with_ci
 from mediscan.files import write_atomic, write_json
-from mediscan.inference import pick_device
 from mediscan.ood import METHOD, OodDetector, load_detector
-from mediscan.predict import DEFAULT_ABSTAIN_BELOW, Classifier, softmax
+from mediscan.predict import DEFAULT_ABSTAIN_BELOW, Classifier
 from mediscan.progress import console
 from mediscan.report import plots
 from mediscan.transforms import Preprocess
@@ -141,10 +140,12 @@ def ood_summary(scored: Scored) -> dict:
             "fraction_outside": n_outside / n if n else None, "accuracy_inside": accuracy}
 
 
-def _model_and_meta(run_dir: Path, model, device):
-    if model is not None:
-        return model, read_meta(run_dir)
-    return load_bundle(run_dir, device=device)
+def run_classifier(run_dir: Path, model=None, device=None) -> Classifier:
+    """The run's classifier; `model`: its network already in memory (training just fitted it)."""
+    if model is None:
+        return Classifier.load(run_dir, device=device)
+    meta = read_meta(run_dir)
+    return Classifier(model, meta, device=device, ood=load_detector(run_dir, meta))
 
 
 def load_run_data(run_dir: Path, meta: dict, *, workers: int | None = None,
@@ -182,16 +183,16 @@ def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progr
     """Score the run's own test split; writes metrics.json, predictions.csv, plots and the report.
 
     `val_logits`: the validation split's logits if the caller has them (training just scored it)."""
-    run_dir, device = Path(run_dir), pick_device(device)
-    model, meta = _model_and_meta(run_dir, model, device)
-    classifier = Classifier(model, meta, device=device, ood=load_detector(run_dir, meta))
+    run_dir = Path(run_dir)
+    classifier = run_classifier(run_dir, model, device)
+    meta = classifier.meta
     prepared = prepared or load_run_data(run_dir, meta, workers=workers, progress=progress)
     test_outputs, y_test, test_index = _split_outputs(classifier, prepared, "test")
     if len(y_test) == 0:
         console.print("[yellow]no test split: nothing to evaluate")
         return {}
     test_logits = test_outputs.logits
-    scored = _with_ood(Scored(y_test, softmax(test_logits, meta["temperature"]), meta["classes"],
+    scored = _with_ood(Scored(y_test, classifier.probabilities(test_logits), meta["classes"],
                               [prepared.folder.samples[i].key for i in test_index],
                               prepared.decoded.images[test_index], abstain_below,
                               ordinal=bool(meta.get("recipe", {}).get("ordinal"))),
@@ -266,14 +267,14 @@ def evaluate_external(run_dir: Path, data: Path, *, mapping_specs: list[str] | N
     """Score a run on another data set (classes mapped if needed); writes evaluations/NAME.json.
 
     `adapt`: re-estimate batch-norm statistics on that data set first (`evaluation.adapt`)."""
-    run_dir, device = Path(run_dir), pick_device(device)
-    model, meta = load_bundle(run_dir, device=device)
-    classifier = Classifier(model, meta, device=device, ood=load_detector(run_dir, meta))
+    run_dir = Path(run_dir)
+    classifier = Classifier.load(run_dir, device=device)
+    meta = classifier.meta
     ext = load_external(Path(data), meta, mapping_specs, workers=workers, progress=progress)
-    adapted = adapt_batchnorm(model, ext.images, mean=meta["mean"], std=meta["std"],
-                              device=device) if adapt else 0
+    adapted = adapt_batchnorm(classifier.model, ext.images, mean=meta["mean"], std=meta["std"],
+                              device=classifier.device) if adapt else 0
     outputs = classifier.outputs_batch(ext.images)
-    probs = softmax(outputs.logits, meta["temperature"])
+    probs = classifier.probabilities(outputs.logits)
     if ext.mapping:
         probs = map_probabilities(probs, meta["classes"], ext.mapping, ext.classes)
     scored = _with_ood(Scored(ext.y_true, probs, ext.classes, ext.keys, ext.images, abstain_below,
