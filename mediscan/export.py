@@ -24,9 +24,10 @@ from mediscan.bundle import load_bundle
 from mediscan.data.folders import Sample, read_sample
 from mediscan.files import write_atomic
 from mediscan.inference import captured_inputs, tta_logits
-from mediscan.onnx_backend import FEATURES_NAME, INPUT_NAME, ONNX_FILE, OUTPUT_NAME, ExportError, OnnxBackend
+from mediscan.onnx_backend import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, ExportError, OnnxBackend
 from mediscan.ood import load_detector
 from mediscan.predict import Classifier
+from mediscan.run_folder import RunFolder
 from mediscan.transforms import Preprocess, normalize
 
 PARITY_TOLERANCE = 1e-4
@@ -90,24 +91,14 @@ def check_images(run_dir: Path, meta: dict, *, seed: int = 0) -> np.ndarray:
     shape = (RANDOM_CHECK_IMAGES, preprocess.channels, preprocess.size, preprocess.size)
     images = [*np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)]
     root = Path(meta.get("data", {}).get("root", ""))
-    for sample in _test_samples(run_dir)[:DATA_CHECK_IMAGES]:
+    run = RunFolder(run_dir)
+    test_keys = run.read_split().test if run.split_file.is_file() else []
+    for sample in map(Sample.from_key, test_keys[:DATA_CHECK_IMAGES]):
         try:
             images.append(preprocess(read_sample(root, sample)))
         except (ValueError, OSError):  # ImageReadError included: check what is readable
             continue
     return np.stack(images)
-
-
-def _test_samples(run_dir: Path) -> list[Sample]:
-    """The run's test split from split.json (keys 'class/file.png' or 'file#index')."""
-    split_file = run_dir / "split.json"
-    if not split_file.is_file():
-        return []
-    samples = []
-    for key in json.loads(split_file.read_text()).get("test", []):
-        name, _, index = key.partition("#")
-        samples.append(Sample(Path(name), 0, index=int(index) if index.isdigit() else None))
-    return samples
 
 
 def parity(model: nn.Module, meta: dict, onnx_bytes: bytes, images: np.ndarray,
@@ -148,7 +139,7 @@ def export_onnx(run_dir: str | Path, *, opset: int = 17, check: bool = True) -> 
     if check:
         props["parity"] = json.dumps(_checked_parity(model, meta, proto, run_dir, detector))
     onnx.helper.set_model_props(proto, props)
-    return write_atomic(run_dir / ONNX_FILE, proto.SerializeToString())
+    return write_atomic(RunFolder(run_dir).onnx_file, proto.SerializeToString())
 
 
 def _checked_parity(model: nn.Module, meta: dict, proto, run_dir: Path, detector) -> dict:

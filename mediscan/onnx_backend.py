@@ -12,10 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from mediscan.bundle import META_FILE, read_meta
 from mediscan.inference import Outputs
+from mediscan.run_folder import RunFolder
 
-ONNX_FILE = "model.onnx"
 INPUT_NAME, OUTPUT_NAME, FEATURES_NAME = "image", "logits", "features"
 
 
@@ -56,10 +55,10 @@ class OnnxBackend:
 
 def check_fresh(path: Path, metadata: dict) -> None:
     """Refuse a model.onnx exported from an earlier bundle than the model.json beside it."""
-    meta_file = path.parent / META_FILE
-    if not meta_file.is_file():
+    run = RunFolder(path.parent)
+    if not run.meta_file.is_file():
         return
-    created = read_meta(path.parent).get("created")
+    created = run.read_meta().get("created")
     if created != metadata.get("created"):
         raise ExportError(f"{path} was exported from an earlier model (created "
                           f"{metadata.get('created')}, the bundle now {created}); run "

@@ -9,13 +9,14 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from mediscan.bundle import load_bundle, read_meta
+from mediscan.bundle import load_bundle
 from mediscan.data.folders import Skipped
 from mediscan.data.readers import ImageReadError, looks_like_image, not_a_regular_file, read_image
 from mediscan.evaluation.calibration import apply_temperature
 from mediscan.inference import Outputs, batched_outputs, pick_device
-from mediscan.onnx_backend import ONNX_FILE, OnnxBackend
+from mediscan.onnx_backend import OnnxBackend
 from mediscan.ood import VERDICT, OodDetector, load_detector
+from mediscan.run_folder import RunFolder
 from mediscan.transforms import Preprocess, normalize
 
 DEFAULT_ABSTAIN_BELOW = 0.0
@@ -100,11 +101,11 @@ class Classifier:
     def load(cls, run_dir: str | Path, *, device: str | None = None, backend: str = "torch",
              abstain_below: float | None = None) -> Classifier:
         """Load a run folder (model.safetensors + model.json) for the torch or onnx backend."""
-        run_dir = Path(run_dir)
+        run = RunFolder(run_dir)
         if backend == "onnx":
-            meta = read_meta(run_dir)
+            meta = run.read_meta()
             return cls(None, meta, abstain_below=abstain_below, ood=load_detector(run_dir, meta),
-                       onnx=OnnxBackend(run_dir / ONNX_FILE))
+                       onnx=OnnxBackend(run.onnx_file))
         if backend != "torch":
             raise ValueError(f"unknown backend {backend!r}; choose torch or onnx")
         model, meta = load_bundle(run_dir, device=pick_device(device))

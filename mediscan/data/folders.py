@@ -63,6 +63,12 @@ class Sample:
         text = self.path.as_posix()
         return text if self.index is None else f"{text}#{self.index}"
 
+    @classmethod
+    def from_key(cls, key: str, label: int = 0) -> Sample:
+        """The sample a `key` names (the inverse of `.key`; the label is not part of it)."""
+        name, _, index = key.partition("#")
+        return cls(Path(name), label, index=int(index) if index.isdigit() else None)
+
 
 @dataclass(frozen=True)
 class Skipped:

@@ -27,6 +27,7 @@ from mediscan.explain import DEFAULT_METHOD, default_cam_layer, explain, overlay
 from mediscan.files import atomic_path, write_json
 from mediscan.predict import Classifier
 from mediscan.progress import track
+from mediscan.run_folder import RunFolder
 
 
 @dataclass
@@ -98,17 +99,17 @@ def boxed_overlay(classifier: Classifier, image: np.ndarray, box: tuple, *,
 def localise_run(run_dir: str | Path, data: str | Path, masses_file: str | Path, *,
                  method: str = DEFAULT_METHOD, progress: bool = True) -> PointingResult:
     """Pointing game on a run's test split; writes localisation.json and plots/cam_*.png."""
-    run_dir = Path(run_dir)
-    keys = json.loads((run_dir / "split.json").read_text())["test"]
+    run = RunFolder(run_dir)
+    keys = run.read_split().test
     boxes = load_boxes(masses_file, keys)
     classifier = Classifier.load(run_dir, device="cpu")
     examples: dict = {}
     result = pointing_game(classifier, data, boxes, method=method, progress=progress,
                            hits_and_misses=examples)
-    write_json(run_dir / "localisation.json", result.to_dict(), indent=1)
+    write_json(run.localisation_file, result.to_dict(), indent=1)
     for (label, hit), key in sorted(examples.items()):
         picture = boxed_overlay(classifier, read_image(Path(data) / key), boxes[key], method=method)
         name = f"cam_{label}_{'hit' if hit else 'miss'}_{Path(key).stem}.png"
-        with atomic_path(run_dir / "plots" / name) as tmp:
+        with atomic_path(run.plots / name) as tmp:
             Image.fromarray(picture).save(tmp, format="PNG")
     return result

@@ -11,6 +11,7 @@ from mediscan.evaluation.robustness import CORRUPTIONS, SEVERITIES, corrupt, rob
 from mediscan.files import write_json
 from mediscan.predict import Classifier
 from mediscan.progress import progress_bar
+from mediscan.run_folder import RunFolder
 from mediscan.report import plots
 
 
@@ -70,7 +71,8 @@ def run_robustness(run_dir: Path, data: Path | None = None, *,
     result = robustness_table(classifier, images, labels, corruptions=corruptions,
                               severities=severities, seed=seed, progress=progress)
     result["data"] = str(data) if data else "test split"
-    write_json(run_dir / "robustness.json", result)
-    plots.plot_robustness(result, run_dir / "plots" / "robustness.png")
+    run = RunFolder(run_dir)
+    write_json(run.robustness_file, result)
+    plots.plot_robustness(result, run.plots / "robustness.png")
     refresh_report(run_dir)
     return result

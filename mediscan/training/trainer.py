@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import dataclasses
 import math
 import time
@@ -23,11 +21,11 @@ from mediscan.data.characterise import Characterisation, characterise
 from mediscan.data.folders import ImageFolder, scan_folder
 from mediscan.data.split import Split
 from mediscan.evaluation.calibration import fit_temperature
-from mediscan.files import read_json, write_atomic, write_json
 from mediscan.inference import batched_logits, pick_device, uses_channels_last
 from mediscan.models import count_parameters, create_model, model_config
 from mediscan.ood import MAX_FIT_IMAGES, fit_detector
 from mediscan.progress import console, progress_bar
+from mediscan.run_folder import RunFolder
 from mediscan.training import distributed
 from mediscan.training.data_split import make_split
 from mediscan.training.loop import (
@@ -41,8 +39,6 @@ from mediscan.training.recipes import Recipe, get_recipe
 from mediscan.training.schedule import lr_at
 from mediscan.training.time_plan import TimePlan
 from mediscan.transforms import Preprocess
-
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 
 
 @dataclass
@@ -193,14 +189,6 @@ def _val_metrics(model, prepared, device, criterion, plan: TimePlan | None = Non
     return {"val_loss": float(loss), "val_acc": float((logits.argmax(1) == labels).mean())}, logits
 
 
-def _write_history(run_dir: Path, history: list[dict]) -> None:
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(history)
-    write_atomic(run_dir / "history.csv", text.getvalue())
-
-
 def _is_better(row: dict, best: dict | None) -> bool:
     """Higher validation accuracy wins; lower validation loss breaks ties."""
     if best is None:
@@ -298,7 +286,7 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
                          train_seconds=time.perf_counter() - budget.started)
             save_checkpoint(run_dir, raw_model, optimizer, state,
                             best=None if best_epoch == epoch else best_state)
-            _write_history(run_dir, state["history"])
+            RunFolder(run_dir).write_history(state["history"])
             patience_over = (recipe.patience is not None
                              and epoch - state["best"]["epoch"] >= recipe.patience)
             stop = patience_over or budget.exhausted
@@ -404,12 +392,12 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
     reuses another run's split.json (identical splits for comparisons)."""
     run_dir = Path(out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(run_dir)
     started = time.perf_counter()
     torch_device = pick_device(device)
     named = recipe is not None
     if resume:
-        recipe = Recipe.from_dict(read_json(run_dir / "recipe.json",
-                                            fix="train again without --resume"))
+        recipe = Recipe.from_dict(run.read_recipe())
     recipe = resolve_recipe(recipe or default_recipe_for(torch_device), **overrides)
     dist_info = distributed.setup(torch_device.type)
     if dist_info.enabled and torch_device.type == "cuda":
@@ -417,13 +405,13 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
     if dist_info.is_main and progress:
         _announce_recipe(recipe, named or resume, torch_device)
     torch.manual_seed(recipe.seed)
-    write_json(run_dir / "recipe.json", recipe.to_dict())
-    prepared = prepare_data(Path(data), recipe, split_file=run_dir / "split.json" if resume else split_from,
+    run.write_recipe(recipe.to_dict())
+    prepared = prepare_data(Path(data), recipe, split_file=run.split_file if resume else split_from,
                             workers=workers, progress=progress and dist_info.is_main,
                             cache_dir=cache_dir)
     recipe = prepared.recipe
     if dist_info.is_main:
-        prepared.split.save(run_dir / "split.json")
+        run.write_split(prepared.split)
         _announce_failures(prepared)
     model = create_model(recipe.model, len(prepared.folder.classes), pretrained=recipe.pretrained)
     if recipe.freeze_early:
