@@ -27,13 +27,13 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from bench_common import announce, emit, fmt, log, machine, table
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 from scipy.special import logsumexp
 from sklearn.metrics import roc_auc_score
 
-from bench_common import announce, emit, fmt, log, machine, table
-from mediscan.evaluation.runner import load_run_data
+from mediscan.data.prepare import load_run_data
 from mediscan.ood import calibrate_run
 from mediscan.predict import Classifier
 

@@ -108,9 +108,9 @@ def time_to_target(history: list[dict], target: float) -> dict:
 
 def second_run_start(data: Path, recipe, cache_dir: Path | None, device, workers) -> dict:
     """Time a new run on the same data spends before its first training step (warm cache)."""
+    from mediscan.data.prepare import prepare_data
     from mediscan.models import create_model
     from mediscan.training.loop import image_source
-    from mediscan.training.trainer import prepare_data
 
     started = time.perf_counter()
     prepared = prepare_data(data, recipe, workers=workers, progress=False, cache_dir=cache_dir)
@@ -124,10 +124,10 @@ def second_run_start(data: Path, recipe, cache_dir: Path | None, device, workers
 
 def inference_speed(run: Path, data: Path, recipe, cache_dir: Path | None, device, workers) -> float:
     """`images_per_second` of the trained model on its test split (decoded from the warm cache)."""
-    from mediscan.run_folder import RunFolder
+    from mediscan.data.prepare import prepare_data
     from mediscan.inference import images_per_second
     from mediscan.predict import Classifier
-    from mediscan.training.trainer import prepare_data
+    from mediscan.run_folder import RunFolder
 
     split_file = RunFolder(run).split_file
     prepared = prepare_data(data, recipe, split_file=split_file, workers=workers,

@@ -175,7 +175,7 @@ def fit_detector(model: nn.Module, prepared, *, device, tta: bool = False,
 def calibrate_run(run_dir: str | Path, *, device=None, progress: bool = True) -> OodDetector | None:
     """Add OOD statistics to an existing run folder (its data must be on this machine)."""
     from mediscan.bundle import load_bundle
-    from mediscan.evaluation.runner import load_run_data
+    from mediscan.data.prepare import load_run_data
     from mediscan.inference import pick_device
 
     device = pick_device(device)

@@ -1,13 +1,19 @@
-"""One predictor: evaluate, the robustness suite and the ONNX backend agree with `Classifier.predict_files`."""
+"""One predictor and one data preparation: evaluate, the robustness suite and the ONNX backend agree
+with `Classifier.predict_files`; evaluate follows what the run recorded."""
 
 import csv
 import json
+import shutil
 
 import pytest
+from typer.testing import CliRunner
 
+from mediscan.cli import app
 from mediscan.evaluation.robustness_suite import run_robustness
+from mediscan.evaluation.runner import evaluate_run
 from mediscan.export import export_onnx
 from mediscan.predict import Classifier
+from mediscan.run_folder import RunFolder
 from mediscan.training.trainer import train
 from shapes_data import CLASSES, make_shapes
 
@@ -57,3 +63,25 @@ def test_robustness_clean_accuracy_equals_metrics_accuracy(tta_run, backend):
                             workers=1, backend=backend)
     metrics = json.loads((run / "metrics.json").read_text())
     assert result["clean_accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-12)
+
+
+def test_evaluate_uses_the_recorded_preprocessing_not_the_recipe(tta_run, tmp_path):
+    run, _ = tta_run
+    copy = shutil.copytree(run, tmp_path / "copy")
+    meta = RunFolder(copy).read_meta()
+    meta["recipe"].update(input_size=64, normalization="dataset")  # what a re-derivation would follow
+    RunFolder(copy).write_meta(meta)
+    evaluate_run(copy, device="cpu", progress=False, workers=1, n_resamples=10)
+    assert predictions_csv(copy) == predictions_csv(run)
+
+
+def test_evaluate_without_split_json_says_what_to_do(tta_run, tmp_path):
+    run, _ = tta_run
+    copy = shutil.copytree(run, tmp_path / "copy")
+    (copy / "split.json").unlink()
+    before = (copy / "metrics.json").read_bytes()
+    result = CliRunner().invoke(app, ["evaluate", str(copy), "--no-progress"])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())  # the console wraps long lines
+    assert "split.json: missing" in message and "mediscan evaluate RUN DATA" in message
+    assert (copy / "metrics.json").read_bytes() == before

@@ -14,8 +14,8 @@ from mediscan.files import write_json
 from mediscan.inference import images_per_second, pick_device
 from mediscan.predict import Classifier
 from mediscan.progress import console
-from mediscan.run_folder import RunFolder
 from mediscan.report import plots
+from mediscan.run_folder import RunFolder
 
 HEADLINES = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
 
@@ -47,7 +47,7 @@ def _predictions(run: RunFolder) -> tuple[np.ndarray, np.ndarray]:
 
 def _row(model: str, run: RunFolder, *, device, robustness: bool, severities: Sequence[int]) -> dict:
     """One line of the comparison table, measured from the finished run."""
-    from mediscan.evaluation.runner import load_run_data
+    from mediscan.data.prepare import load_run_data
 
     metrics = run.read_metrics()
     classifier = Classifier.load(run.path, device=device)

@@ -17,10 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from scipy.stats import binomtest
-
 from PIL import Image, ImageDraw
+from scipy.stats import binomtest
 
 from mediscan.data.readers import read_image
 from mediscan.explain import DEFAULT_METHOD, default_cam_layer, explain, overlay, peak_inside, view_box

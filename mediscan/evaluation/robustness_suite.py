@@ -11,8 +11,8 @@ from mediscan.evaluation.robustness import CORRUPTIONS, SEVERITIES, corrupt, rob
 from mediscan.files import write_json
 from mediscan.predict import Classifier
 from mediscan.progress import progress_bar
-from mediscan.run_folder import RunFolder
 from mediscan.report import plots
+from mediscan.run_folder import RunFolder
 
 
 def accuracy_under(classifier: Classifier, images: np.ndarray, labels: np.ndarray, *,
@@ -47,7 +47,8 @@ def robustness_table(classifier: Classifier, images: np.ndarray, labels: np.ndar
 def test_images(run_dir: Path, meta: dict, data: Path | None, *, workers=None,
                 progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The run's test split, or every readable image of DATA (same classes as the model)."""
-    from mediscan.evaluation.runner import load_external, load_run_data
+    from mediscan.data.prepare import load_run_data
+    from mediscan.evaluation.runner import load_external
 
     if data is None:
         prepared = load_run_data(run_dir, meta, workers=workers, progress=progress)

@@ -10,16 +10,17 @@ import numpy as np
 
 from mediscan.data.cache import load_images
 from mediscan.data.folders import scan_folder
+from mediscan.data.prepare import load_run_data
 from mediscan.evaluation.adapt import adapt_batchnorm
 from mediscan.evaluation.calibration import abstain_summary, calibration_summary, selective_prediction
 from mediscan.evaluation.mapping import map_probabilities, parse_mapping, resolve_target_order
 from mediscan.evaluation.metrics import quadratic_kappa
 from mediscan.evaluation.stats import bootstrap_ci, metrics_with_ci
 from mediscan.ood import METHOD, OodDetector, load_detector
-from mediscan.run_folder import RunFolder
 from mediscan.predict import DEFAULT_ABSTAIN_BELOW, Classifier
 from mediscan.progress import console
 from mediscan.report import plots
+from mediscan.run_folder import RunFolder
 from mediscan.transforms import Preprocess
 
 WORST_ERRORS = 16
@@ -142,20 +143,6 @@ def run_classifier(run_dir: Path, model=None, device=None) -> Classifier:
         return Classifier.load(run_dir, device=device)
     meta = RunFolder(run_dir).read_meta()
     return Classifier(model, meta, device=device, ood=load_detector(run_dir, meta))
-
-
-def load_run_data(run_dir: Path, meta: dict, *, workers: int | None = None,
-                  progress: bool = True):
-    """The run's data set, decoded with its preprocessing and split by its split.json."""
-    from mediscan.training.recipes import Recipe
-    from mediscan.training.trainer import prepare_data
-
-    root = Path(meta["data"]["root"])
-    if not root.exists():
-        raise ValueError(f"{run_dir}: its training data {root} is not on this machine; evaluate "
-                         "on a folder you have instead: mediscan evaluate RUN DATA")
-    return prepare_data(root, Recipe.from_dict(meta["recipe"]), split_file=Path(run_dir) / "split.json",
-                        workers=workers, progress=progress)
 
 
 def _split_outputs(classifier: Classifier, prepared, name: str):
