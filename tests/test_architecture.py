@@ -1,5 +1,5 @@
-"""The module structure: no import cycles between mediscan's modules (imports inside functions
-included), read from the source with `ast`."""
+"""The module structure, read from the source with `ast`: no import cycles between mediscan's
+modules (imports inside functions included), no function longer than `MAX_FUNCTION_LINES`."""
 
 import ast
 from pathlib import Path
@@ -7,6 +7,7 @@ from pathlib import Path
 import mediscan
 
 PACKAGE_ROOT = Path(mediscan.__file__).parent
+MAX_FUNCTION_LINES = 50
 
 
 def module_files(root: Path) -> dict[str, Path]:
@@ -94,3 +95,25 @@ def test_mediscan_has_no_import_cycles():
     assert len(graph) > 50 and "mediscan.predict" in graph["mediscan.evaluation.runner"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def long_functions(root: Path, limit: int) -> list[str]:
+    """'file:line name (N lines)' for every function or method longer than `limit` lines."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_long_functions_are_found(tmp_path):
+    pkg = write_package(tmp_path / "pkg", {"a.py": "def short():\n    pass\n\n\nclass A:\n"
+                                                    "    def long(self):\n" + "        x = 1\n" * 5})
+    assert long_functions(pkg, limit=5) == ["a.py:6 long (6 lines)"]
+
+
+def test_no_function_in_mediscan_is_longer_than_the_limit():
+    assert long_functions(PACKAGE_ROOT, MAX_FUNCTION_LINES) == []

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 
 from mediscan.augment import BatchAugment
-from mediscan.bundle import load_checkpoint, save_bundle, save_checkpoint
+from mediscan.bundle import save_bundle
 from mediscan.data.characterise import Characterisation
 from mediscan.data.prepare import Prepared, prepare_data
 from mediscan.evaluation.calibration import fit_temperature
@@ -30,8 +29,9 @@ from mediscan.training.loop import (
     image_source,
     train_one_epoch,
 )
+from mediscan.training.optim import create_criterion, create_optimizer, set_learning_rate
 from mediscan.training.recipes import Recipe, get_recipe
-from mediscan.training.schedule import lr_at
+from mediscan.training.run_state import FitResult, RunState
 from mediscan.training.time_plan import TimePlan
 
 
@@ -51,32 +51,6 @@ def freeze_early_layers(model: nn.Module, model_name: str) -> int:
     return frozen
 
 
-def _optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
-    fused = {"fused": True} if device.type == "cuda" else {}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim > 1]
-    no_decay = [p for p in trainable if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=recipe.lr, **fused)
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=recipe.lr, **fused)
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
-    if recipe.optimizer == "adadelta":
-        return torch.optim.Adadelta(groups, lr=recipe.lr)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose adamw, adam, sgd or adadelta")
-
-
-def _criterion(recipe: Recipe, labels: np.ndarray, num_classes: int, device) -> nn.Module:
-    weight = None
-    if recipe.balance == "weights":
-        counts = np.bincount(labels, minlength=num_classes).clip(min=1)
-        weight = torch.tensor(len(labels) / (num_classes * counts), dtype=torch.float32, device=device)
-    return nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing)
-
-
 def _evaluate_split(model: nn.Module, prepared: Prepared, name: str, device: torch.device,
                     tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(logits, labels) of one split."""
@@ -86,7 +60,7 @@ def _evaluate_split(model: nn.Module, prepared: Prepared, name: str, device: tor
     return logits, prepared.folder.labels[index]
 
 
-def _val_metrics(model, prepared, device, criterion, plan: TimePlan | None = None) -> tuple[dict, np.ndarray]:
+def validate(model, prepared, device, criterion, plan: TimePlan | None = None) -> tuple[dict, np.ndarray]:
     """(validation loss and accuracy, validation logits); the pass is timed for the time plan."""
     began = time.perf_counter()
     logits, labels = _evaluate_split(model, prepared, "val", device)
@@ -98,112 +72,92 @@ def _val_metrics(model, prepared, device, criterion, plan: TimePlan | None = Non
     return {"val_loss": float(loss), "val_acc": float((logits.argmax(1) == labels).mean())}, logits
 
 
-def _is_better(row: dict, best: dict | None) -> bool:
-    """Higher validation accuracy wins; lower validation loss breaks ties."""
-    if best is None:
-        return True
-    if np.isnan(row["val_acc"]):
-        return True
-    key = (row["val_acc"], -row["val_loss"])
-    return key > (best["val_acc"], -best["val_loss"])
+def _parallel(model: nn.Module, dist_info: distributed.DistInfo, device: torch.device,
+              compile_model: bool) -> nn.Module:
+    """The network the training step calls: DDP-wrapped under torchrun, compiled if asked."""
+    if dist_info.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
+    return torch.compile(model) if compile_model else model
 
 
-@dataclass
-class FitResult:
-    history: list[dict]
-    best_state: dict
-    best_epoch: int
-    seconds: float
-    images_per_second: float
-    images_seen: int = 0
-    best_val_logits: np.ndarray | None = None  # None after a resume that kept an older best
+def _pipeline(prepared: Prepared, train_index: np.ndarray, recipe: Recipe, device: torch.device,
+              rank: int) -> BatchPipeline:
+    """The training images and labels on their way to the device, augmented per rank."""
+    return BatchPipeline(
+        images=image_source(prepared.decoded.images, train_index, device),
+        labels=torch.as_tensor(prepared.folder.labels[train_index], device=device),
+        mean=torch.tensor(prepared.mean, device=device).view(1, -1, 1, 1),
+        std=torch.tensor(prepared.std, device=device).view(1, -1, 1, 1),
+        device=device, augment=BatchAugment(recipe.augment, seed=recipe.seed + rank),
+    )
+
+
+def _budget(recipe: Recipe, n_train: int, dist_info: distributed.DistInfo, state: RunState,
+            plan: TimePlan | None) -> Budget:
+    """Steps and seconds the loop may use, counting what a resumed run already spent."""
+    steps_per_epoch = max(1, math.ceil(n_train / dist_info.world_size / recipe.batch_size))
+    budget = Budget(total_steps=steps_per_epoch * recipe.epochs, seconds=recipe.time_budget,
+                    step=state.step, started=time.perf_counter() - state.train_seconds)
+    _fit_to_plan(budget, plan)
+    return budget
+
+
+def _fit_to_plan(budget: Budget, plan: TimePlan | None) -> None:
+    """The loop's seconds: what the whole command's time plan leaves (refined as it measures)."""
+    if plan is not None:
+        budget.seconds = plan.training_seconds(budget.started)
+
+
+def _replayed_generator(recipe: Recipe, labels: torch.Tensor, epochs_done: int) -> torch.Generator:
+    """The sampling generator advanced past the epochs already trained (a resumed run draws as a fresh one)."""
+    generator = torch.Generator().manual_seed(recipe.seed)
+    for _ in range(epochs_done):
+        epoch_order(labels, balance=recipe.balance, generator=generator)
+    return generator
+
+
+def _announce_epoch(row: dict) -> None:
+    console.print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} "
+                  f"| val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} | {row['seconds']:.0f}s")
 
 
 def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.device,
         run_dir: Path, dist_info: distributed.DistInfo, progress: bool = True,
         resume: bool = False, compile_model: bool = False, plan: TimePlan | None = None) -> FitResult:
     """The epoch loop: train, validate, keep the best weights, stop early or on the time budget."""
-    labels_all = prepared.folder.labels
     train_index = np.sort(prepared.indices["train"])
-    raw_model = model
-    optimizer = _optimizer(raw_model, recipe, device)
-    criterion = _criterion(recipe, labels_all[train_index], len(prepared.folder.classes), device)
-    state = {"epoch": 0, "history": [], "best": None, "train_seconds": 0.0, "step": 0}
-    best_state = None
-    if resume:
-        state, best_state = load_checkpoint(run_dir, raw_model, optimizer)
-    if dist_info.enabled:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
-    if compile_model:
-        model = torch.compile(model)
-    pipeline = BatchPipeline(
-        images=image_source(prepared.decoded.images, train_index, device),
-        labels=torch.as_tensor(labels_all[train_index], device=device),
-        mean=torch.tensor(prepared.mean, device=device).view(1, -1, 1, 1),
-        std=torch.tensor(prepared.std, device=device).view(1, -1, 1, 1),
-        device=device, augment=BatchAugment(recipe.augment, seed=recipe.seed + dist_info.rank),
-    )
-    steps_per_epoch = max(1, math.ceil(len(train_index) / dist_info.world_size / recipe.batch_size))
-    budget = Budget(total_steps=steps_per_epoch * recipe.epochs, seconds=recipe.time_budget,
-                    step=state["step"])
-    budget.started = time.perf_counter() - state["train_seconds"]
-    if plan is not None:
-        budget.seconds = plan.training_seconds(budget.started)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    for _ in range(state["epoch"]):
-        epoch_order(pipeline.labels, balance=recipe.balance, generator=generator)
-    best_state = best_state or copy.deepcopy(raw_model.state_dict())
-    best_epoch = state["best"]["epoch"] if state["best"] else state["epoch"]
-    best_val_logits = None
-
-    def set_lr(progress_now: float) -> float:
-        lr = lr_at(progress_now, base_lr=recipe.lr, schedule=recipe.schedule, warmup=recipe.warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        return lr
-
-    images_seen, fit_seconds = 0, 0.0
-    for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
+    optimizer = create_optimizer(model, recipe, device)
+    criterion = create_criterion(recipe, prepared.folder.labels[train_index], len(prepared.folder.classes),
+                                 device)
+    state = RunState.begin(run_dir, model, optimizer, resume=resume)
+    network = _parallel(model, dist_info, device, compile_model)
+    pipeline = _pipeline(prepared, train_index, recipe, device, dist_info.rank)
+    budget = _budget(recipe, len(train_index), dist_info, state, plan)
+    generator = _replayed_generator(recipe, pipeline.labels, state.epoch)
+    for epoch in range(state.epoch + 1, recipe.epochs + 1):
         order = distributed.shard(
             epoch_order(pipeline.labels, balance=recipe.balance, generator=generator), dist_info)
-        with progress_bar(f"epoch {epoch}/{recipe.epochs}", len(order),
-                          progress and dist_info.is_main) as advance:
-            row = train_one_epoch(model, optimizer, criterion, pipeline, order,
-                                  batch_size=recipe.batch_size, budget=budget, set_lr=set_lr,
-                                  on_batch=lambda n, status: advance(n, status))
-        images_seen += row["images"] * dist_info.world_size
-        fit_seconds += row["seconds"]
+        with progress_bar(f"epoch {epoch}/{recipe.epochs}", len(order), progress and dist_info.is_main) as advance:
+            row = train_one_epoch(network, optimizer, criterion, pipeline, order, batch_size=recipe.batch_size,
+                                  budget=budget, set_lr=partial(set_learning_rate, optimizer, recipe),
+                                  on_batch=advance)
+        state.count(row, dist_info.world_size)
         stop = False
         if dist_info.is_main:
-            metrics, val_logits = _val_metrics(raw_model, prepared, device, criterion, plan)
-            row.update(metrics)
-            if plan is not None:
-                budget.seconds = plan.training_seconds(budget.started)
-            row.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"],
+            metrics, val_logits = validate(model, prepared, device, criterion, plan)
+            row.update(metrics, epoch=epoch, lr=optimizer.param_groups[0]["lr"],
                        seconds=time.perf_counter() - budget.started)
-            state["history"].append(row)
-            if _is_better(row, state["best"]):
-                state["best"] = {k: row[k] for k in ("epoch", "val_acc", "val_loss")}
-                best_state, best_epoch = copy.deepcopy(raw_model.state_dict()), epoch
-                best_val_logits = val_logits
+            _fit_to_plan(budget, plan)
+            state.record(row, model, val_logits)
             if progress:
-                console.print(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc "
-                              f"{row['train_acc']:.4f} | val loss {row['val_loss']:.4f} acc "
-                              f"{row['val_acc']:.4f} | {row['seconds']:.0f}s")
-            state.update(epoch=epoch, step=budget.step,
-                         train_seconds=time.perf_counter() - budget.started)
-            save_checkpoint(run_dir, raw_model, optimizer, state,
-                            best=None if best_epoch == epoch else best_state)
-            RunFolder(run_dir).write_history(state["history"])
-            patience_over = (recipe.patience is not None
-                             and epoch - state["best"]["epoch"] >= recipe.patience)
-            stop = patience_over or budget.exhausted
+                _announce_epoch(row)
+            state.save(run_dir, model, optimizer, epoch=epoch, step=budget.step,
+                       train_seconds=time.perf_counter() - budget.started)
+            stop = state.patience_over(recipe.patience) or budget.exhausted
         if distributed.broadcast_flag(stop, dist_info, device):
             break
-    return FitResult(state["history"], best_state, best_epoch,
-                     time.perf_counter() - budget.started, images_seen / max(fit_seconds, 1e-9),
-                     images_seen, best_val_logits)
+    return state.result(budget.started)
 
 
 def _data_summary(prepared: Prepared) -> dict:
