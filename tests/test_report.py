@@ -175,7 +175,7 @@ def test_run_report_is_self_contained_and_complete(run_dir):
     assert "bad/x.txt" in text and "hospital B" in text and "Sensitivity (yes)" in text
     assert "glioma → yes" in text
     assert "glioma/g7.jpg" in text and "selective" in text  # worst errors, abstention table
-    # 7 standard plots (no augmented.png) + 1 Grad-CAM + the external evaluation's ROC
+    # 7 standard plots + 1 Grad-CAM + the external evaluation's ROC
     assert len(page.imgs) == 9
 
 

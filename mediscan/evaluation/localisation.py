@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy.stats import binomtest
 
 from mediscan.data.readers import read_image
+from mediscan.evaluation.stats import wilson_interval
 from mediscan.explain import DEFAULT_METHOD, default_cam_layer, explain, overlay, peak_inside, view_box
 from mediscan.files import atomic_path, write_json
 from mediscan.predict import Classifier
@@ -46,8 +46,7 @@ class PointingResult:
     def ci(self) -> tuple[float, float]:
         if not self.images:
             return float("nan"), float("nan")
-        interval = binomtest(self.hits, self.images).proportion_ci(0.95, method="wilson")
-        return float(interval.low), float(interval.high)
+        return wilson_interval(self.hits, self.images)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "rate": self.rate, "ci": list(self.ci)}

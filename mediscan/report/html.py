@@ -45,7 +45,7 @@ evaluations/<name>.json (external data)::
 evaluations/<name>/*.png: that evaluation's confusion_normalized.png, roc.png, worst_errors.png.
 
 plots/: history.png, confusion.png, confusion_normalized.png, roc.png, reliability.png,
-robustness.png, worst_errors.png, augmented.png, cam_*.png; other PNGs go under "More figures".
+robustness.png, worst_errors.png, cam_*.png; other PNGs go under "More figures".
 
 A comparison folder holds comparison.json (and plots/comparison.png)::
 
@@ -74,7 +74,7 @@ from mediscan.run_folder import RunFolder
 
 TEMPLATES = Path(__file__).parent / "templates"
 STANDARD_PLOTS = ("history", "confusion", "confusion_normalized", "roc", "reliability",
-                  "robustness", "worst_errors", "augmented")
+                  "robustness", "worst_errors")
 HEADLINE_LABELS = {
     "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro F1",
     "macro_auc": "Macro ROC AUC (one-vs-rest)", "sensitivity": "Sensitivity",

@@ -27,9 +27,6 @@ class Budget:
     started: float = 0.0
     step_seconds: float = 0.0  # the last step's duration: a step that would overrun is not begun
 
-    def start(self) -> None:
-        self.started = self.started or time.perf_counter()
-
     @property
     def progress(self) -> float:
         by_steps = self.step / max(1, self.total_steps)
