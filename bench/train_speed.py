@@ -9,7 +9,7 @@ fresh decoding cache (so the first run decodes cold). Per recipe it reports:
 
 - train images/s: `train_images_per_second` from model.json (images seen / seconds spent in
   training epochs; validation excluded);
-- inference images/s: `mediscan.inference.images_per_second` on the run's test split;
+- inference images/s: `mediscan.forward.images_per_second` on the run's test split;
 - time to the target validation accuracy: `seconds` of the first history.csv row whose val_acc
   reaches `--target-acc` (wall time since the first training step, validation included;
   decoding and model building excluded);
@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_common import MIB, announce, emit, fmt, fmt_ci, log, machine, peak_rss_mib, scratch_dir, table
 
 CHILD_FLAG = "--child-recipe"
@@ -125,7 +124,7 @@ def second_run_start(data: Path, recipe, cache_dir: Path | None, device, workers
 def inference_speed(run: Path, data: Path, recipe, cache_dir: Path | None, device, workers) -> float:
     """`images_per_second` of the trained model on its test split (decoded from the warm cache)."""
     from mediscan.data.prepare import prepare_data
-    from mediscan.inference import images_per_second
+    from mediscan.forward import images_per_second
     from mediscan.predict import Classifier
     from mediscan.run_folder import RunFolder
 
@@ -141,7 +140,7 @@ def run_recipe(name: str, args: argparse.Namespace) -> dict:
     """Train one recipe and measure it; the child process's whole job."""
     import torch
 
-    from mediscan.inference import pick_device
+    from mediscan.forward import pick_device
     from mediscan.run_folder import RunFolder
     from mediscan.training.trainer import resolve_recipe, train
 

@@ -15,7 +15,7 @@ from torch import nn
 import mediscan
 from mediscan.bundle_meta import BundleError
 from mediscan.files import BadFileError, atomic_path, read_json
-from mediscan.inference import uses_channels_last
+from mediscan.forward import uses_channels_last
 from mediscan.models import create_model
 from mediscan.run_folder import LEGACY_CHECKPOINT_STATE, META_FILE, RETRAIN, WEIGHTS_FILE, RunFolder
 

@@ -23,7 +23,7 @@ from torch import nn
 from mediscan.bundle import load_bundle
 from mediscan.data.folders import Sample, read_sample
 from mediscan.files import write_atomic
-from mediscan.inference import captured_inputs, tta_logits
+from mediscan.forward import captured_inputs, tta_logits
 from mediscan.onnx_backend import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, ExportError, OnnxBackend
 from mediscan.ood import load_detector
 from mediscan.predict import Classifier

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mediscan.inference import Outputs
+from mediscan.forward import Outputs
 from mediscan.run_folder import RunFolder
 
 INPUT_NAME, OUTPUT_NAME, FEATURES_NAME = "image", "logits", "features"

@@ -22,7 +22,7 @@ from safetensors.numpy import load_file, save_file
 from torch import nn
 
 from mediscan.files import atomic_path
-from mediscan.inference import batched_outputs
+from mediscan.forward import batched_outputs
 from mediscan.run_folder import OOD_FILE, RunFolder
 
 METHOD = "l2-mahalanobis"
@@ -176,7 +176,7 @@ def calibrate_run(run_dir: str | Path, *, device=None, progress: bool = True) ->
     """Add OOD statistics to an existing run folder (its data must be on this machine)."""
     from mediscan.bundle import load_bundle
     from mediscan.data.prepare import load_run_data
-    from mediscan.inference import pick_device
+    from mediscan.forward import pick_device
 
     device = pick_device(device)
     model, meta = load_bundle(Path(run_dir), device=device)

@@ -13,7 +13,7 @@ from mediscan.bundle import load_bundle
 from mediscan.data.folders import Skipped
 from mediscan.data.readers import ImageReadError, looks_like_image, not_a_regular_file, read_image
 from mediscan.evaluation.calibration import apply_temperature
-from mediscan.inference import Outputs, batched_outputs, pick_device
+from mediscan.forward import Outputs, batched_outputs, pick_device
 from mediscan.onnx_backend import OnnxBackend
 from mediscan.ood import VERDICT, OodDetector, load_detector
 from mediscan.run_folder import RunFolder

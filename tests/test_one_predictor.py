@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mediscan.cli import app
-from mediscan.evaluation.robustness_suite import run_robustness
+from mediscan.evaluation.robustness import run_robustness
 from mediscan.evaluation.runner import evaluate_run
 from mediscan.export import export_onnx
 from mediscan.predict import Classifier

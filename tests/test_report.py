@@ -15,7 +15,8 @@ from mediscan.evaluation.calibration import (
     reliability_curve,
     selective_prediction,
 )
-from mediscan.evaluation.robustness import CORRUPTIONS, robustness_results
+from mediscan.evaluation.corruptions import CORRUPTIONS
+from mediscan.evaluation.robustness import robustness_results
 from mediscan.evaluation.stats import metrics_with_ci, pairwise_mcnemar
 from mediscan.report import plots
 from mediscan.report.html import render_comparison_report, render_run_report

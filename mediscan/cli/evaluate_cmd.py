@@ -133,7 +133,7 @@ def robustness(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Accuracy under noise, blur, ghosting, contrast, JPEG, bias field... at five severities."""
-    from mediscan.evaluation.robustness_suite import run_robustness
+    from mediscan.evaluation.robustness import run_robustness
 
     with user_errors():
         result = run_robustness(

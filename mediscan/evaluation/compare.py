@@ -8,10 +8,10 @@ from typing import Sequence
 
 import numpy as np
 
-from mediscan.evaluation.robustness_suite import robustness_table
+from mediscan.evaluation.robustness import robustness_table
 from mediscan.evaluation.stats import pairwise_mcnemar
 from mediscan.files import write_json
-from mediscan.inference import images_per_second, pick_device
+from mediscan.forward import images_per_second, pick_device
 from mediscan.predict import Classifier
 from mediscan.progress import console
 from mediscan.report import plots

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mediscan.augment import BatchAugment
-from mediscan.inference import autocast_for, uses_channels_last
+from mediscan.forward import autocast_for, uses_channels_last
 
 
 @dataclass

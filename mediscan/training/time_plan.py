@@ -14,7 +14,7 @@ from functools import partial
 
 import numpy as np
 
-from mediscan.inference import batched_logits, images_per_second
+from mediscan.forward import batched_logits, images_per_second
 
 REPORT_SECONDS = 12.0  # metrics with 1,000 bootstrap resamples, plots and report.html (measured: 6-9 s)
 SAFETY = 0.02  # fraction of the budget kept back for what is not estimated (imports, writes)

@@ -16,7 +16,7 @@ from mediscan.bundle import save_bundle
 from mediscan.data.characterise import Characterisation
 from mediscan.data.prepare import Prepared, prepare_data
 from mediscan.evaluation.calibration import fit_temperature
-from mediscan.inference import batched_logits, pick_device, uses_channels_last
+from mediscan.forward import batched_logits, pick_device, uses_channels_last
 from mediscan.models import count_parameters, create_model, model_config
 from mediscan.ood import MAX_FIT_IMAGES, fit_detector
 from mediscan.progress import console, progress_bar
