@@ -29,66 +29,37 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 RETRAIN = "train again, or restore the run folder from a backup"
 
 
+class RunFile:
+    """A file of every run folder: `RunFolder(run).split_file` is `run / "split.json"`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: RunFolder | None, owner: type | None = None):
+        return self if run is None else run.path / self.name
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """A run folder: what `mediscan train` writes and every other command reads."""
 
     path: Path
+    meta_file = RunFile(META_FILE)
+    weights_file = RunFile(WEIGHTS_FILE)
+    checkpoint_file = RunFile(CHECKPOINT_FILE)
+    onnx_file = RunFile(ONNX_FILE)
+    recipe_file = RunFile("recipe.json")
+    split_file = RunFile("split.json")
+    history_file = RunFile("history.csv")
+    metrics_file = RunFile("metrics.json")
+    robustness_file = RunFile("robustness.json")
+    localisation_file = RunFile("localisation.json")
+    report_file = RunFile("report.html")
+    plots = RunFile("plots")
+    evaluations = RunFile("evaluations")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
-
-    @property
-    def meta_file(self) -> Path:
-        return self.path / META_FILE
-
-    @property
-    def weights_file(self) -> Path:
-        return self.path / WEIGHTS_FILE
-
-    @property
-    def checkpoint_file(self) -> Path:
-        return self.path / CHECKPOINT_FILE
-
-    @property
-    def onnx_file(self) -> Path:
-        return self.path / ONNX_FILE
-
-    @property
-    def recipe_file(self) -> Path:
-        return self.path / "recipe.json"
-
-    @property
-    def split_file(self) -> Path:
-        return self.path / "split.json"
-
-    @property
-    def history_file(self) -> Path:
-        return self.path / "history.csv"
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.path / "metrics.json"
-
-    @property
-    def robustness_file(self) -> Path:
-        return self.path / "robustness.json"
-
-    @property
-    def localisation_file(self) -> Path:
-        return self.path / "localisation.json"
-
-    @property
-    def report_file(self) -> Path:
-        return self.path / "report.html"
-
-    @property
-    def plots(self) -> Path:
-        return self.path / "plots"
-
-    @property
-    def evaluations(self) -> Path:
-        return self.path / "evaluations"
 
     def evaluation_file(self, name: str, suffix: str = ".json") -> Path:
         """evaluations/NAME.json, or NAME_predictions.csv, NAME_seen.csv with that suffix."""
