@@ -65,6 +65,15 @@ def test_robustness_clean_accuracy_equals_metrics_accuracy(tta_run, backend):
     assert result["clean_accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-12)
 
 
+def test_robustness_command_takes_the_onnx_backend(tta_run):
+    run, _ = tta_run
+    result = CliRunner().invoke(app, ["robustness", str(run), "--corruptions", "blur", "--severities", "1",
+                                      "--backend", "onnx", "--no-progress", "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert json.loads(result.stdout)["clean_accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-12)
+
+
 def test_evaluate_uses_the_recorded_preprocessing_not_the_recipe(tta_run, tmp_path):
     run, _ = tta_run
     copy = shutil.copytree(run, tmp_path / "copy")

@@ -128,6 +128,7 @@ def robustness(
     corruptions: Optional[str] = typer.Option(None, help="Comma-separated subset (default: all)."),
     severities: str = typer.Option("1,2,3,4,5", help="Comma-separated severities 1..5."),
     seed: int = typer.Option(0, help="Seed of the random corruptions."),
+    backend: str = typer.Option("torch", help="torch or onnx (run `mediscan export RUN --onnx` first)."),
     device: Optional[str] = typer.Option(None),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     json_out: bool = typer.Option(False, "--json"),
@@ -139,7 +140,7 @@ def robustness(
         result = run_robustness(
             run, data, corruptions=corruptions.split(",") if corruptions else None,
             severities=[int(s) for s in severities.split(",")], seed=seed, device=device,
-            progress=progress)
+            progress=progress, backend=backend)
     if json_out:
         emit_json(result)
         return
