@@ -14,7 +14,6 @@ intervals per method and layer, and a JSON line (`--json`: the JSON line only).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from bench_common import announce, emit, machine, table
@@ -22,6 +21,7 @@ from bench_common import announce, emit, machine, table
 from mediscan.evaluation.localisation import load_boxes, pointing_game
 from mediscan.explain import DEFAULT_METHOD, METHODS
 from mediscan.predict import Classifier
+from mediscan.run_folder import RunFolder
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,9 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run_benchmark(args: argparse.Namespace, command: str) -> dict:
     """Score every (method, layer) pair on the run's split."""
-    meta = json.loads((args.run / "model.json").read_text())
+    run = RunFolder(args.run)
+    meta = run.read_meta()
     data = args.data or Path(meta["data"]["root"])
-    keys = json.loads((args.run / "split.json").read_text())[args.split]
+    keys = getattr(run.read_split(), args.split)
     boxes = load_boxes(args.masses or data / "masses.json", keys, args.box)
     classifier = Classifier.load(args.run, device="cpu")
     rows = [pointing_game(classifier, data, boxes, method=method, layer=layer or None,

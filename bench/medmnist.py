@@ -18,7 +18,6 @@ ChestMNIST is multi-label: mediscan refuses it, the row is kept for reference.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import sys
@@ -90,6 +89,7 @@ def render(result: dict) -> str:
 
 def run(args: argparse.Namespace) -> dict:
     """Train with the official splits and collect the test figures."""
+    from mediscan.run_folder import RunFolder
     from mediscan.training.trainer import train
 
     started = time.perf_counter()
@@ -97,10 +97,10 @@ def run(args: argparse.Namespace) -> dict:
     out = args.out or Path("runs") / f"medmnist-{args.npz.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = train(args.npz, recipe=args.recipe, out=out, device=args.device, progress=not args.json,
                     workers=args.workers, time_budget=parse_budget(args.time_budget), **overrides)
-    test = json.loads((run_dir / "metrics.json").read_text())["test"]
-    with open(run_dir / "history.csv") as handle:
-        epochs = len(list(csv.DictReader(handle)))
-    recipe = json.loads((run_dir / "model.json").read_text())["recipe"]["name"]
+    run = RunFolder(run_dir)
+    test = run.read_metrics()["test"]
+    epochs = len(run.read_history())
+    recipe = run.read_meta()["recipe"]["name"]
     return {"data": str(args.npz), "set": recognise(args.npz), "recipe": recipe, "run": str(run_dir),
             "accuracy": test["accuracy"], "auc": test["macro_auc"], "test_images": test["n"],
             "epochs": epochs, "seconds": time.perf_counter() - started, "time_budget": args.time_budget,

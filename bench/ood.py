@@ -27,15 +27,15 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from bench_common import announce, emit, fmt, log, machine, table
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 from scipy.special import logsumexp
 from sklearn.metrics import roc_auc_score
 
-from bench_common import announce, emit, fmt, log, machine, table
-from mediscan.evaluation.runner import load_run_data
+from mediscan.data.prepare import load_run_data
 from mediscan.ood import calibrate_run
-from mediscan.predict import Classifier, softmax
+from mediscan.predict import Classifier
 
 SIZE = 256
 PHOTOS = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")
@@ -125,7 +125,7 @@ def scores(classifier: Classifier, preprocessed: np.ndarray) -> dict[str, np.nda
     temperature = classifier.temperature
     return {"ood": classifier.ood_scores(outputs),
             "energy": -temperature * logsumexp(outputs.logits / temperature, axis=1),
-            "msp": -softmax(outputs.logits, temperature).max(axis=1)}
+            "msp": -classifier.probabilities(outputs.logits).max(axis=1)}
 
 
 def measure(classifier: Classifier, test_images: np.ndarray, sets: dict) -> dict:

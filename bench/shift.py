@@ -64,15 +64,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- the clean split
 def test_split(run: Path, data: Path | None):
     """(folder, test indices) of the run's held-out test split."""
-    from mediscan.bundle import read_meta
     from mediscan.data.folders import scan_folder
-    from mediscan.data.split import Split
+    from mediscan.run_folder import RunFolder
 
-    root = Path(data or read_meta(run)["data"]["root"])
+    root = Path(data or RunFolder(run).read_meta()["data"]["root"])
     if not root.exists():
         raise SystemExit(f"{run}: its data {root} is not here; pass --data DIR")
     folder = scan_folder(root)
-    return folder, np.sort(Split.load(run / "split.json").indices(folder)["test"])
+    return folder, np.sort(RunFolder(run).read_split().indices(folder)["test"])
 
 
 def file_name(key: str) -> str:
@@ -231,13 +230,13 @@ def cache_in(folder: Path) -> Iterator[None]:
 
 def score_set(run: Path, name: str, folder: Path, args: argparse.Namespace, work: Path) -> dict:
     """Accuracy (own classes) and tumour sensitivity/specificity (mapped) of one run on one set."""
-    from mediscan.bundle import read_meta
     from mediscan.evaluation.runner import evaluate_external
+    from mediscan.run_folder import RunFolder
 
     options = {"device": args.device, "progress": False, "n_resamples": args.resamples}
     metrics = evaluate_external(run, folder, name=f"shift-{name}-s{args.seed}", **options)["metrics"]
     row = {"set": name, "n": metrics["n"], "accuracy": metrics["headline"]["accuracy"]}
-    specs = tumour_specs(read_meta(run)["classes"])
+    specs = tumour_specs(RunFolder(run).read_meta()["classes"])
     if specs:
         view = binary_view(folder, specs, work / "binary" / name)
         metrics = evaluate_external(run, view, mapping_specs=specs,
@@ -249,10 +248,10 @@ def score_set(run: Path, name: str, folder: Path, args: argparse.Namespace, work
 
 def overlap(run: Path, other: Path) -> int:
     """How many of `run`'s test images `other` trained or validated on (0 on a shared split)."""
-    from mediscan.data.split import Split
+    from mediscan.run_folder import RunFolder
 
-    test = set(Split.load(run / "split.json").test)
-    seen = Split.load(other / "split.json")
+    test = set(RunFolder(run).read_split().test)
+    seen = RunFolder(other).read_split()
     return len(test & (set(seen.train) | set(seen.val)))
 
 
@@ -284,9 +283,9 @@ def drop(rows: dict[str, dict], clean: str, shifted: str) -> float | None:
 
 def score_run(run: Path, sets: dict[str, Path], args: argparse.Namespace, work: Path) -> dict:
     """One run on every set, with the drops."""
-    from mediscan.bundle import read_meta
+    from mediscan.run_folder import RunFolder
 
-    meta = read_meta(run)
+    meta = RunFolder(run).read_meta()
     log(f"evaluating {run} ({meta['recipe']['name']})")
     rows = {name: score_set(run, name, folder, args, work) for name, folder in sets.items()}
     return {"run": str(run), "recipe": meta["recipe"]["name"], "classes": meta["classes"],
@@ -320,19 +319,21 @@ def render(result: dict) -> str:
 
 def check_runs(runs: list[Path], phantom: bool) -> None:
     """Every run is finished and has the first run's classes (the sets use its class folders)."""
-    from mediscan.bundle import read_meta
     from mediscan.data.phantom import PHANTOM_CLASSES
+    from mediscan.run_folder import RunFolder
 
-    for run in runs:
-        if not (run / "model.json").exists() or not (run / "split.json").exists():
-            raise SystemExit(f"{run}: not a finished run folder (model.json and split.json needed)")
-        classes, first = read_meta(run)["classes"], read_meta(runs[0])["classes"]
+    first = None
+    for run in map(RunFolder, runs):
+        if not run.meta_file.exists() or not run.split_file.exists():
+            raise SystemExit(f"{run.path}: not a finished run folder (model.json and split.json needed)")
+        classes = run.read_meta()["classes"]
+        first = first or classes
         if classes != first:
-            raise SystemExit(f"{run}: classes {classes} differ from {runs[0]}'s {first}; an "
+            raise SystemExit(f"{run.path}: classes {classes} differ from {runs[0]}'s {first}; an "
                              "ablation compares runs trained on the same classes")
-    if phantom and sorted(read_meta(runs[0])["classes"]) != sorted(PHANTOM_CLASSES):
+    if phantom and sorted(first) != sorted(PHANTOM_CLASSES):
         raise SystemExit(f"--phantom needs a run with the phantom's classes {list(PHANTOM_CLASSES)}; "
-                         f"{runs[0]} has {read_meta(runs[0])['classes']}")
+                         f"{runs[0]} has {first}")
 
 
 def run_benchmark(args: argparse.Namespace, work: Path, command: str) -> dict:

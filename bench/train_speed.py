@@ -9,7 +9,7 @@ fresh decoding cache (so the first run decodes cold). Per recipe it reports:
 
 - train images/s: `train_images_per_second` from model.json (images seen / seconds spent in
   training epochs; validation excluded);
-- inference images/s: `mediscan.inference.images_per_second` on the run's test split;
+- inference images/s: `mediscan.forward.images_per_second` on the run's test split;
 - time to the target validation accuracy: `seconds` of the first history.csv row whose val_acc
   reaches `--target-acc` (wall time since the first training step, validation included;
   decoding and model building excluded);
@@ -27,7 +27,6 @@ asserts on time.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource
@@ -37,7 +36,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_common import MIB, announce, emit, fmt, fmt_ci, log, machine, peak_rss_mib, scratch_dir, table
 
 CHILD_FLAG = "--child-recipe"
@@ -93,8 +91,9 @@ def subsample(data: Path, n: int, out: Path, seed: int) -> Path:
 # ----------------------------------------------------------------------- one recipe (child)
 def read_history(run: Path) -> list[dict]:
     """history.csv as a list of dicts with float values."""
-    with open(run / "history.csv") as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    from mediscan.run_folder import RunFolder
+
+    return [{k: float(v) for k, v in row.items()} for row in RunFolder(run).read_history()]
 
 
 def time_to_target(history: list[dict], target: float) -> dict:
@@ -108,9 +107,9 @@ def time_to_target(history: list[dict], target: float) -> dict:
 
 def second_run_start(data: Path, recipe, cache_dir: Path | None, device, workers) -> dict:
     """Time a new run on the same data spends before its first training step (warm cache)."""
+    from mediscan.data.prepare import prepare_data
     from mediscan.models import create_model
     from mediscan.training.loop import image_source
-    from mediscan.training.trainer import prepare_data
 
     started = time.perf_counter()
     prepared = prepare_data(data, recipe, workers=workers, progress=False, cache_dir=cache_dir)
@@ -124,28 +123,25 @@ def second_run_start(data: Path, recipe, cache_dir: Path | None, device, workers
 
 def inference_speed(run: Path, data: Path, recipe, cache_dir: Path | None, device, workers) -> float:
     """`images_per_second` of the trained model on its test split (decoded from the warm cache)."""
-    import torch
+    from mediscan.data.prepare import prepare_data
+    from mediscan.forward import images_per_second
+    from mediscan.predict import Classifier
+    from mediscan.run_folder import RunFolder
 
-    from mediscan.bundle import load_bundle
-    from mediscan.data.split import Split
-    from mediscan.inference import images_per_second
-    from mediscan.training.trainer import prepare_data
-
-    prepared = prepare_data(data, recipe, split_file=run / "split.json", workers=workers,
+    split_file = RunFolder(run).split_file
+    prepared = prepare_data(data, recipe, split_file=split_file, workers=workers,
                             progress=False, cache_dir=cache_dir)
-    test = np.sort(Split.load(run / "split.json").indices(prepared.folder)["test"])
-    model, meta = load_bundle(run, device=device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return images_per_second(model, prepared.decoded.images[test], mean=meta["mean"],
-                             std=meta["std"], device=device)
+    test = np.sort(prepared.indices["test"])
+    classifier = Classifier.load(run, device=device)
+    return images_per_second(classifier.logits_batch, prepared.decoded.images[test], device=device)
 
 
 def run_recipe(name: str, args: argparse.Namespace) -> dict:
     """Train one recipe and measure it; the child process's whole job."""
     import torch
 
-    from mediscan.inference import pick_device
+    from mediscan.forward import pick_device
+    from mediscan.run_folder import RunFolder
     from mediscan.training.trainer import resolve_recipe, train
 
     device = pick_device(args.device)
@@ -156,8 +152,8 @@ def run_recipe(name: str, args: argparse.Namespace) -> dict:
                 workers=args.workers, cache_dir=args.cache_dir, split_from=args.child_split,
                 epochs=args.epochs)
     total = time.perf_counter() - started
-    meta = json.loads((run / "model.json").read_text())
-    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    meta = RunFolder(run).read_meta()
+    metrics = RunFolder(run).read_metrics()["test"]
     history = read_history(run)
     recipe = resolve_recipe(name, epochs=args.epochs)
     restart = second_run_start(args.data, recipe, args.cache_dir, device, args.workers)
@@ -233,6 +229,8 @@ def render(rows: list[dict], target: float, imports: float) -> str:
 
 def run_all(args: argparse.Namespace, work: Path, command: str) -> dict:
     """Every recipe in its own child, on one split unless --own-splits."""
+    from mediscan.run_folder import RunFolder
+
     data = subsample(args.data, args.max_images, work / "data", args.seed) \
         if args.max_images else args.data
     cache = args.cache_dir or work / "cache"
@@ -242,7 +240,7 @@ def run_all(args: argparse.Namespace, work: Path, command: str) -> dict:
         out = work / "runs" / name
         rows.append(spawn(child_command(name, args, data, out, cache, split), cache))
         if split is None and not args.own_splits:
-            split = out / "split.json"
+            split = RunFolder(out).split_file
         log(f"  {name}: {rows[-1]['train_images_per_second']} train img/s, "
             f"test acc {rows[-1]['test_accuracy']['value']:.4f}")
     return {"command": command, "data": str(args.data), "max_images": args.max_images,

@@ -13,16 +13,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import mediscan
-from mediscan.bundle_meta import BundleError, validate_meta
-from mediscan.files import BadFileError, atomic_path, read_json, write_json
-from mediscan.inference import uses_channels_last
+from mediscan.bundle_meta import BundleError
+from mediscan.files import BadFileError, atomic_path, read_json
+from mediscan.forward import uses_channels_last
 from mediscan.models import create_model
-
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "model.json"
-CHECKPOINT_FILE = "last.safetensors"
-LEGACY_CHECKPOINT_STATE = "last.json"  # the training state, beside last.safetensors in earlier runs
-RETRAIN = "train again, or restore the run folder from a backup"
+from mediscan.run_folder import LEGACY_CHECKPOINT_STATE, META_FILE, RETRAIN, WEIGHTS_FILE, RunFolder
 
 
 def versions() -> dict[str, str]:
@@ -46,29 +41,10 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict |
 
 def save_bundle(run_dir: Path, model: nn.Module, meta: dict) -> None:
     """Write the weights and model.json (created time and versions added), each atomically."""
-    run_dir = Path(run_dir)
-    _save_tensors(run_dir / WEIGHTS_FILE, _contiguous_state(model))
-    meta = {**meta, "versions": versions(),
-            "created": meta.get("created") or datetime.now(timezone.utc).isoformat()}
-    write_meta(run_dir, meta)
-
-
-def write_meta(run_dir: Path, meta: dict) -> None:
-    """(Re)write model.json atomically."""
-    write_json(Path(run_dir) / META_FILE, meta, default=str)
-
-
-def read_meta(run_dir: Path) -> dict:
-    """model.json of a run folder, validated; BundleError names the file, the problem and the fix."""
-    path = Path(run_dir) / META_FILE
-    if not path.is_file():
-        raise BundleError(f"{run_dir}: no {META_FILE} here. Pass a run folder written by "
-                          "`mediscan train` (it holds model.safetensors and model.json).")
-    try:
-        meta = read_json(path, fix=RETRAIN)
-    except BadFileError as error:
-        raise BundleError(str(error)) from None
-    return validate_meta(meta, path)
+    run = RunFolder(run_dir)
+    _save_tensors(run.weights_file, _contiguous_state(model))
+    run.write_meta({**meta, "versions": versions(),
+                    "created": meta.get("created") or datetime.now(timezone.utc).isoformat()})
 
 
 def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -99,9 +75,9 @@ def check_weights(path: Path, meta: dict) -> None:
 
 def load_bundle(run_dir: Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the network named in model.json and load its safetensors weights (eval mode)."""
-    run_dir = Path(run_dir)
-    meta = read_meta(run_dir)
-    weights = run_dir / WEIGHTS_FILE
+    run = RunFolder(run_dir)
+    meta = run.read_meta()
+    weights = run.weights_file
     if not weights.is_file():
         raise BundleError(f"{run_dir}: {WEIGHTS_FILE} is missing; the run did not finish or "
                           "the folder was copied incompletely.")
@@ -129,7 +105,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
             else:
                 scalars.setdefault(str(index), {})[name] = value
     payload = {**state, "param_groups": opt["param_groups"], "optim_scalars": scalars}
-    _save_tensors(Path(run_dir) / CHECKPOINT_FILE, tensors,
+    _save_tensors(RunFolder(run_dir).checkpoint_file, tensors,
                   {"state": json.dumps(payload, default=str)})
 
 
@@ -150,9 +126,9 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 def load_checkpoint(run_dir: Path, model: nn.Module,
                     optimizer: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
     """Restore what save_checkpoint wrote; returns (JSON state: epoch, history, ..., best weights)."""
-    path = Path(run_dir) / CHECKPOINT_FILE
+    path = RunFolder(run_dir).checkpoint_file
     if not path.is_file():
-        raise BundleError(f"{run_dir}: nothing to resume ({CHECKPOINT_FILE} is missing).")
+        raise BundleError(f"{run_dir}: nothing to resume ({path.name} is missing).")
     tensors, payload = _read_checkpoint(path)
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or weights

@@ -26,7 +26,7 @@ from mediscan.data.readers import ImageReadError, read_image
 from mediscan.models import model_config
 from mediscan.predict import Classifier, Prediction
 from mediscan.progress import console
-from mediscan.transforms import Preprocess, foreground_box, normalize, placement, to_grey
+from mediscan.transforms import Preprocess, foreground_box, placement, to_grey
 
 METHODS = ("gradcam", "gradcam++")
 COLORMAPS = ("jet", "inferno")
@@ -138,8 +138,7 @@ def cam_for(classifier: Classifier, preprocessed: np.ndarray, index: int, *,
 
     model = classifier.model.eval()
     target_layers = find_target_layers(model, classifier.meta.get("model"), layer, preprocessed.shape)
-    batch = torch.as_tensor(preprocessed[None]).to(classifier.device)
-    x = normalize(batch, classifier.meta["mean"], classifier.meta["std"]).requires_grad_(True)
+    x = classifier.model_input(preprocessed[None]).requires_grad_(True)
     with torch.enable_grad(), _frozen(model), cam_class(method)(model, target_layers) as cam:
         heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(index)])[0]
     return np.clip(np.nan_to_num(heat.astype(np.float32)), 0.0, 1.0)

@@ -1,4 +1,4 @@
-"""ONNX export of a run folder, checked against PyTorch, and an onnxruntime backend.
+"""ONNX export of a run folder, checked against PyTorch (`onnx_backend.OnnxBackend` runs the file).
 
 `model.onnx` takes the *preprocessed* uint8 N x C x S x S batch (the bundle's `Preprocess`,
 recorded in the file's metadata) and returns logits; the mean/std normalisation (and the
@@ -15,30 +15,25 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from mediscan.bundle import META_FILE, load_bundle, read_meta
+from mediscan.bundle import load_bundle
 from mediscan.data.folders import Sample, read_sample
 from mediscan.files import write_atomic
-from mediscan.inference import Outputs, batched_outputs, captured_inputs
+from mediscan.forward import captured_inputs, tta_logits
+from mediscan.onnx_backend import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME, ExportError, OnnxBackend
 from mediscan.ood import load_detector
-from mediscan.predict import softmax
+from mediscan.predict import Classifier
+from mediscan.run_folder import RunFolder
 from mediscan.transforms import Preprocess, normalize
 
-ONNX_FILE = "model.onnx"
 PARITY_TOLERANCE = 1e-4
 OOD_PARITY_TOLERANCE = 1e-3  # relative
 RANDOM_CHECK_IMAGES = 6
 DATA_CHECK_IMAGES = 8
-INPUT_NAME, OUTPUT_NAME, FEATURES_NAME = "image", "logits", "features"
-
-
-class ExportError(ValueError):
-    """An export that failed or disagrees with PyTorch."""
 
 
 class Deployable(nn.Module):
@@ -55,55 +50,10 @@ class Deployable(nn.Module):
         x = normalize(images, self.mean, self.std)
         layer = self.model.get_submodule(self.feature_layer) if self.feature_layer else None
         with captured_inputs(layer) as features:
-            logits = self.model(x)
-            if self.tta:
-                logits = (logits + self.model(torch.flip(x, dims=[3]))) / 2
+            logits = tta_logits(self.model, x, self.tta)
         if layer is None:
             return logits
         return logits, sum(features) / len(features)
-
-
-class OnnxBackend:
-    """onnxruntime session over a mediscan `model.onnx`: uint8 batches in, logits out."""
-
-    def __init__(self, path: str | Path | bytes) -> None:
-        import onnxruntime as ort
-
-        if isinstance(path, (str, Path)) and not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no ONNX model here; run `mediscan export RUN --onnx`")
-        source = path if isinstance(path, bytes) else str(path)
-        self.session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-        props = self.session.get_modelmeta().custom_metadata_map
-        self.metadata: dict[str, Any] = {key: json.loads(value) for key, value in props.items()}
-        if not isinstance(path, bytes):
-            check_fresh(Path(path), self.metadata)
-
-    def outputs_batch(self, images: np.ndarray, batch_size: int = 256) -> Outputs:
-        """Logits (float32 N x K), and features if the graph has them, for uint8 N x C x S x S."""
-        images = np.ascontiguousarray(images, dtype=np.uint8)
-        names = [o.name for o in self.session.get_outputs() if o.name in (OUTPUT_NAME, FEATURES_NAME)]
-        chunks = [self.session.run(names, {INPUT_NAME: images[i:i + batch_size]})
-                  for i in range(0, len(images), batch_size)]
-        if not chunks:
-            return Outputs(np.zeros((0, 0), dtype=np.float32))
-        columns = {name: np.concatenate([chunk[j] for chunk in chunks]) for j, name in enumerate(names)}
-        return Outputs(columns[OUTPUT_NAME], columns.get(FEATURES_NAME))
-
-    def logits_batch(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Logits (float32 N x K) for preprocessed uint8 images N x C x S x S."""
-        return self.outputs_batch(images, batch_size).logits
-
-
-def check_fresh(path: Path, metadata: dict) -> None:
-    """Refuse a model.onnx exported from an earlier bundle than the model.json beside it."""
-    meta_file = path.parent / META_FILE
-    if not meta_file.is_file():
-        return
-    created = read_meta(path.parent).get("created")
-    if created != metadata.get("created"):
-        raise ExportError(f"{path} was exported from an earlier model (created "
-                          f"{metadata.get('created')}, the bundle now {created}); run "
-                          f"`mediscan export {path.parent} --onnx` again")
 
 
 def onnx_metadata(meta: dict) -> dict[str, str]:
@@ -141,7 +91,9 @@ def check_images(run_dir: Path, meta: dict, *, seed: int = 0) -> np.ndarray:
     shape = (RANDOM_CHECK_IMAGES, preprocess.channels, preprocess.size, preprocess.size)
     images = [*np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)]
     root = Path(meta.get("data", {}).get("root", ""))
-    for sample in _test_samples(run_dir)[:DATA_CHECK_IMAGES]:
+    run = RunFolder(run_dir)
+    test_keys = run.read_split().test if run.split_file.is_file() else []
+    for sample in map(Sample.from_key, test_keys[:DATA_CHECK_IMAGES]):
         try:
             images.append(preprocess(read_sample(root, sample)))
         except (ValueError, OSError):  # ImageReadError included: check what is readable
@@ -149,33 +101,19 @@ def check_images(run_dir: Path, meta: dict, *, seed: int = 0) -> np.ndarray:
     return np.stack(images)
 
 
-def _test_samples(run_dir: Path) -> list[Sample]:
-    """The run's test split from split.json (keys 'class/file.png' or 'file#index')."""
-    split_file = run_dir / "split.json"
-    if not split_file.is_file():
-        return []
-    samples = []
-    for key in json.loads(split_file.read_text()).get("test", []):
-        name, _, index = key.partition("#")
-        samples.append(Sample(Path(name), 0, index=int(index) if index.isdigit() else None))
-    return samples
-
-
 def parity(model: nn.Module, meta: dict, onnx_bytes: bytes, images: np.ndarray,
            detector=None) -> dict:
     """Max |prob difference| and argmax agreement of ONNX vs PyTorch on `images` (and, with a
     detector, the largest relative difference of their OOD scores)."""
-    temperature = float(meta["temperature"])
-    layer = model.get_submodule(detector.layer) if detector is not None else None
-    torch_out = batched_outputs(model, images, mean=meta["mean"], std=meta["std"],
-                                tta=bool(meta.get("tta")), feature_layer=layer)
-    onnx_out = OnnxBackend(onnx_bytes).outputs_batch(images)
-    torch_probs, onnx_probs = softmax(torch_out.logits, temperature), softmax(onnx_out.logits, temperature)
+    torch_clf = Classifier(model, meta, device="cpu", ood=detector)
+    onnx_clf = Classifier(None, meta, ood=detector, onnx=OnnxBackend(onnx_bytes))
+    torch_out, onnx_out = torch_clf.outputs_batch(images), onnx_clf.outputs_batch(images)
+    torch_probs, onnx_probs = torch_clf.probabilities(torch_out.logits), onnx_clf.probabilities(onnx_out.logits)
     result = {"images": len(images),
               "max_abs_prob_diff": float(np.abs(torch_probs - onnx_probs).max()),
               "same_argmax": bool((torch_probs.argmax(1) == onnx_probs.argmax(1)).all())}
     if detector is not None:
-        torch_scores, onnx_scores = detector.score(torch_out.features), detector.score(onnx_out.features)
+        torch_scores, onnx_scores = torch_clf.ood_scores(torch_out), onnx_clf.ood_scores(onnx_out)
         result["max_rel_ood_score_diff"] = float((np.abs(torch_scores - onnx_scores) / torch_scores).max())
     return result
 
@@ -201,7 +139,7 @@ def export_onnx(run_dir: str | Path, *, opset: int = 17, check: bool = True) -> 
     if check:
         props["parity"] = json.dumps(_checked_parity(model, meta, proto, run_dir, detector))
     onnx.helper.set_model_props(proto, props)
-    return write_atomic(run_dir / ONNX_FILE, proto.SerializeToString())
+    return write_atomic(RunFolder(run_dir).onnx_file, proto.SerializeToString())
 
 
 def _checked_parity(model: nn.Module, meta: dict, proto, run_dir: Path, detector) -> dict:

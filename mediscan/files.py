@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 MAX_JSON_BYTES = 16 * 2**20  # far above anything mediscan writes (model.json of 100k skipped files)
 MAX_JSON_DEPTH = 32  # mediscan's own files nest at most 6 deep
@@ -86,3 +88,18 @@ def read_json(path: str | Path, *, fix: str, max_bytes: int = MAX_JSON_BYTES,
     if _depth(value) > max_depth:
         raise BadFileError(f"{path}: JSON nested more than {max_depth} levels deep; {fix}")
     return value
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    """Write a CSV table (header, then rows) atomically."""
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_atomic(path, text.getvalue())
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a CSV table as dicts of strings, keyed by its header."""
+    with Path(path).open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

@@ -22,9 +22,9 @@ from safetensors.numpy import load_file, save_file
 from torch import nn
 
 from mediscan.files import atomic_path
-from mediscan.inference import batched_outputs
+from mediscan.forward import batched_outputs
+from mediscan.run_folder import OOD_FILE, RunFolder
 
-OOD_FILE = "ood.safetensors"
 METHOD = "l2-mahalanobis"
 QUANTILE = 0.96
 RANK = 64
@@ -174,9 +174,9 @@ def fit_detector(model: nn.Module, prepared, *, device, tta: bool = False,
 
 def calibrate_run(run_dir: str | Path, *, device=None, progress: bool = True) -> OodDetector | None:
     """Add OOD statistics to an existing run folder (its data must be on this machine)."""
-    from mediscan.bundle import load_bundle, write_meta
-    from mediscan.evaluation.runner import load_run_data
-    from mediscan.inference import pick_device
+    from mediscan.bundle import load_bundle
+    from mediscan.data.prepare import load_run_data
+    from mediscan.forward import pick_device
 
     device = pick_device(device)
     model, meta = load_bundle(Path(run_dir), device=device)
@@ -184,5 +184,5 @@ def calibrate_run(run_dir: str | Path, *, device=None, progress: bool = True) ->
     detector = fit_detector(model, prepared, device=device, tta=bool(meta.get("tta")))
     if detector is not None:
         detector.save(run_dir)
-        write_meta(Path(run_dir), {**meta, "ood": detector.to_meta()})
+        RunFolder(run_dir).write_meta({**meta, "ood": detector.to_meta()})
     return detector

@@ -7,13 +7,17 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import torch
 
-from mediscan.bundle import load_bundle, read_meta
+from mediscan.bundle import load_bundle
 from mediscan.data.folders import Skipped
 from mediscan.data.readers import ImageReadError, looks_like_image, not_a_regular_file, read_image
-from mediscan.inference import Outputs, batched_outputs, pick_device
+from mediscan.evaluation.calibration import apply_temperature
+from mediscan.forward import Outputs, batched_outputs, pick_device
+from mediscan.onnx_backend import OnnxBackend
 from mediscan.ood import VERDICT, OodDetector, load_detector
-from mediscan.transforms import Preprocess
+from mediscan.run_folder import RunFolder
+from mediscan.transforms import Preprocess, normalize
 
 DEFAULT_ABSTAIN_BELOW = 0.0
 
@@ -49,14 +53,6 @@ class PredictionBatch:
     failures: list[Skipped] = field(default_factory=list)
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of logits / temperature."""
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skipped]]:
     """Files as given, folders searched recursively for images (hidden entries skipped).
 
@@ -83,37 +79,42 @@ def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skippe
 
 
 class Classifier:
-    """A trained model with its preprocessing, classes and calibration, ready to predict."""
+    """A trained model with its preprocessing, classes and calibration, ready to predict.
 
-    def __init__(self, model, meta: dict, *, device=None, backend: str = "torch",
-                 abstain_below: float | None = None, ood: OodDetector | None = None) -> None:
-        self.model, self.meta, self.backend = model, meta, backend
+    The one way mediscan runs a trained model: normalisation, test-time augmentation and
+    temperature come from the bundle's model.json here and nowhere else. `model` is the torch
+    network, or None with an `onnx` backend (normalisation and TTA are then inside its graph)."""
+
+    def __init__(self, model, meta: dict, *, device=None, abstain_below: float | None = None,
+                 ood: OodDetector | None = None, onnx: OnnxBackend | None = None) -> None:
+        self.model, self.meta, self.onnx = model, meta, onnx
+        self.backend = "torch" if model is not None else "onnx"
         self.device = pick_device(device) if model is not None else None
         self.classes: list[str] = list(meta["classes"])
         self.preprocess = Preprocess.from_dict(meta["preprocess"])
         self.temperature = float(meta.get("temperature", 1.0))
+        self.tta = bool(meta.get("tta"))
         self.abstain_below = DEFAULT_ABSTAIN_BELOW if abstain_below is None else abstain_below
         self.ood = ood
-        self.onnx = None
 
     @classmethod
     def load(cls, run_dir: str | Path, *, device: str | None = None, backend: str = "torch",
              abstain_below: float | None = None) -> Classifier:
         """Load a run folder (model.safetensors + model.json) for the torch or onnx backend."""
-        run_dir = Path(run_dir)
+        run = RunFolder(run_dir)
         if backend == "onnx":
-            from mediscan.export import OnnxBackend
-
-            meta = read_meta(run_dir)
-            classifier = cls(None, meta, backend="onnx", abstain_below=abstain_below,
-                             ood=load_detector(run_dir, meta))
-            classifier.onnx = OnnxBackend(run_dir / "model.onnx")
-            return classifier
+            meta = run.read_meta()
+            return cls(None, meta, abstain_below=abstain_below, ood=load_detector(run_dir, meta),
+                       onnx=OnnxBackend(run.onnx_file))
         if backend != "torch":
             raise ValueError(f"unknown backend {backend!r}; choose torch or onnx")
         model, meta = load_bundle(run_dir, device=pick_device(device))
         return cls(model, meta, device=device, abstain_below=abstain_below,
                    ood=load_detector(run_dir, meta))
+
+    def model_input(self, images: np.ndarray) -> torch.Tensor:
+        """The torch network's input for preprocessed uint8 images N x C x S x S: normalised, on its device."""
+        return normalize(torch.as_tensor(images).to(self.device), self.meta["mean"], self.meta["std"])
 
     def outputs_batch(self, images: np.ndarray) -> Outputs:
         """Logits, and the head's input features when the bundle has OOD statistics, in one pass."""
@@ -121,11 +122,15 @@ class Classifier:
             return self.onnx.outputs_batch(images)
         layer = self.model.get_submodule(self.ood.layer) if self.ood is not None else None
         return batched_outputs(self.model, images, mean=self.meta["mean"], std=self.meta["std"],
-                               device=self.device, tta=bool(self.meta.get("tta")), feature_layer=layer)
+                               device=self.device, tta=self.tta, feature_layer=layer)
 
     def logits_batch(self, images: np.ndarray) -> np.ndarray:
         """Raw logits for preprocessed uint8 images N x C x S x S."""
         return self.outputs_batch(images).logits
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities: softmax of logits / the bundle's temperature."""
+        return apply_temperature(logits, self.temperature)
 
     def ood_scores(self, outputs: Outputs) -> np.ndarray | None:
         """Out-of-distribution score per image (None without statistics or features)."""
@@ -135,7 +140,7 @@ class Classifier:
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for preprocessed uint8 images N x C x S x S."""
-        return softmax(self.logits_batch(images), self.temperature)
+        return self.probabilities(self.logits_batch(images))
 
     def _prediction(self, source: str, probs: np.ndarray, ood_score: float | None) -> Prediction:
         top = int(probs.argmax())
@@ -150,7 +155,7 @@ class Classifier:
         if not len(images):
             return []
         outputs = self.outputs_batch(np.stack([self.preprocess(image) for image in images]))
-        probs = softmax(outputs.logits, self.temperature)
+        probs = self.probabilities(outputs.logits)
         scores = self.ood_scores(outputs)
         scores = [None] * len(probs) if scores is None else scores
         return [self._prediction(*row) for row in zip(sources, probs, scores)]

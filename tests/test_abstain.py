@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mediscan.bundle import read_meta, write_meta
+from mediscan.run_folder import RunFolder
 from mediscan.cli import app
 from mediscan.evaluation.calibration import abstain_summary
 from mediscan.evaluation.stats import iter_resamples, metrics_with_ci
@@ -76,10 +76,10 @@ def tiny_run(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDISCAN_CACHE", str(tmp_path / "cache"))
     run = make_run(tmp_path / "run", model="resnet18", size=40)
     add_test_split(run, n=6)
-    meta = read_meta(run)
+    meta = RunFolder(run).read_meta()
     meta["recipe"] = Recipe("test", "tiny", model="resnet18", input_size=40, crop_foreground=False,
                             clip_percentiles=None).to_dict()
-    write_meta(run, meta)
+    RunFolder(run).write_meta(meta)
     return run
 
 

@@ -10,10 +10,11 @@ import torch
 from typer.testing import CliRunner
 
 from mediscan import bundle
-from mediscan.bundle import BundleError, load_bundle, read_meta
+from mediscan.bundle import BundleError, load_bundle
 from mediscan.cli import app
 from mediscan.files import MAX_JSON_BYTES
 from mediscan.predict import Classifier
+from mediscan.run_folder import RunFolder
 from test_export import make_run
 
 
@@ -92,7 +93,7 @@ def test_out_of_bounds_model_json_is_refused_naming_file_and_fix(run, change, me
 def test_unparseable_model_json_is_refused(run, content, message):
     (run / "model.json").write_text(content)
     with pytest.raises(BundleError, match="model.json") as caught:
-        read_meta(run)
+        RunFolder(run).read_meta()
     assert message in str(caught.value)
 
 
@@ -101,7 +102,7 @@ def test_oversized_model_json_is_refused_before_parsing(run, monkeypatch):
         handle.write(b" " * MAX_JSON_BYTES)
     monkeypatch.setattr(json, "loads", lambda *a, **k: pytest.fail("parsed an oversized file"))
     with pytest.raises(BundleError, match="more than the 16,777,216 allowed"):
-        read_meta(run)
+        RunFolder(run).read_meta()
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -15,7 +15,8 @@ from mediscan.data.folders import scan_folder
 from mediscan.data.phantom import make_phantom
 from mediscan.evaluation.runner import Scored, score_metrics
 from mediscan.training.recipes import Recipe, get_recipe
-from mediscan.training.trainer import choose_preprocessing, preprocess_for, train
+from mediscan.data.prepare import choose_preprocessing, preprocess_for
+from mediscan.training.trainer import train
 from mediscan.transforms import Preprocess, foreground_box
 
 

@@ -7,14 +7,8 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from mediscan.evaluation.robustness import (
-    CORRUPTIONS,
-    SEVERITIES,
-    corrupt,
-    describe_corruptions,
-    robustness_results,
-    robustness_score,
-)
+from mediscan.evaluation.corruptions import CORRUPTIONS, SEVERITIES, corrupt, describe_corruptions
+from mediscan.evaluation.robustness import robustness_results, robustness_score
 
 RANDOM = {"gaussian_noise", "rician_noise", "bias_field", "rotation"}
 
@@ -141,9 +135,9 @@ def test_every_corruption_documents_five_severities():
     rows = describe_corruptions()
     assert [r["name"] for r in rows] == list(CORRUPTIONS)
     assert all(len(r["values"]) == 5 for r in rows)
-    from mediscan.evaluation import robustness
+    from mediscan.evaluation import corruptions
     for name in CORRUPTIONS:
-        assert f"| {name}" in robustness.__doc__
+        assert f"| {name}" in corruptions.__doc__
 
 
 @pytest.mark.parametrize("clean, accs, expected", [

@@ -62,7 +62,7 @@ def test_target_layer_override_and_fallback():
 def test_onnx_classifier_cannot_explain():
     meta = {"model": "seed_cnn", "classes": ["a", "b"], "preprocess": Preprocess(size=130).to_dict(),
             "mean": [0, 0, 0], "std": [1, 1, 1]}
-    onnx_like = Classifier(None, meta, backend="onnx")
+    onnx_like = Classifier(None, meta)  # no torch network: the ONNX backend
     with pytest.raises(ValueError, match="backend='torch'"):
         explain(onnx_like, np.zeros((130, 130), dtype=np.uint8))
     with pytest.raises(ValueError, match="backend='torch'"):

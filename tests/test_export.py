@@ -11,9 +11,11 @@ from typer.testing import CliRunner
 
 from mediscan.bundle import save_bundle
 from mediscan.cli import app
-from mediscan.export import ExportError, OnnxBackend, export_onnx
+from mediscan.evaluation.calibration import apply_temperature as softmax
+from mediscan.export import export_onnx
 from mediscan.models import create_model, model_config
-from mediscan.predict import Classifier, softmax
+from mediscan.onnx_backend import ExportError, OnnxBackend
+from mediscan.predict import Classifier
 from mediscan.transforms import Preprocess
 
 CLASSES = ("glioma", "meningioma", "notumor")

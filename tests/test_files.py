@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from mediscan import files
-from mediscan.bundle import load_checkpoint, save_bundle, save_checkpoint, write_meta
+from mediscan.bundle import load_checkpoint, save_bundle, save_checkpoint
 from mediscan.files import atomic_path, write_atomic, write_json
 from mediscan.models import create_model
+from mediscan.run_folder import RunFolder
 from test_export import make_run
 
 
@@ -51,7 +52,7 @@ def test_killed_bundle_write_keeps_the_old_weights_and_model_json(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         save_bundle(run, create_model("seed_cnn", 3), {"model": "seed_cnn", "classes": ["a", "b", "c"]})
     with pytest.raises(KeyboardInterrupt):
-        write_meta(run, {"model": "broken"})
+        RunFolder(run).write_meta({"model": "broken"})
     assert {name: (run / name).read_bytes() for name in before} == before
     assert sorted(p.name for p in run.iterdir() if p.is_file()) == ["model.json", "model.safetensors"]
 

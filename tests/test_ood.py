@@ -12,7 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mediscan.cli import app
-from mediscan.evaluation.runner import evaluate_run, load_run_data
+from mediscan.data.prepare import load_run_data
+from mediscan.evaluation.runner import evaluate_run
 from mediscan.ood import (OOD_FILE, QUANTILE, FeatureDensity, OodDetector, OodStatisticsError,
                           load_detector)
 from mediscan.predict import Classifier

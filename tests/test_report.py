@@ -15,7 +15,8 @@ from mediscan.evaluation.calibration import (
     reliability_curve,
     selective_prediction,
 )
-from mediscan.evaluation.robustness import CORRUPTIONS, robustness_results
+from mediscan.evaluation.corruptions import CORRUPTIONS
+from mediscan.evaluation.robustness import robustness_results
 from mediscan.evaluation.stats import metrics_with_ci, pairwise_mcnemar
 from mediscan.report import plots
 from mediscan.report.html import render_comparison_report, render_run_report
@@ -175,7 +176,7 @@ def test_run_report_is_self_contained_and_complete(run_dir):
     assert "bad/x.txt" in text and "hospital B" in text and "Sensitivity (yes)" in text
     assert "glioma → yes" in text
     assert "glioma/g7.jpg" in text and "selective" in text  # worst errors, abstention table
-    # 7 standard plots (no augmented.png) + 1 Grad-CAM + the external evaluation's ROC
+    # 7 standard plots + 1 Grad-CAM + the external evaluation's ROC
     assert len(page.imgs) == 9
 
 

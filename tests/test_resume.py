@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from mediscan import files
 from mediscan.cli import app
-from mediscan.training import trainer
+from mediscan.training import run_state, trainer
 from mediscan.training.trainer import train
 from shapes_data import make_shapes
 
@@ -29,7 +29,7 @@ def resumed(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     after_epoch, renamed = {}, []
     monkeypatch = pytest.MonkeyPatch()
-    real_save, real_replace = trainer.save_checkpoint, files.os.replace
+    real_save, real_replace = run_state.save_checkpoint, files.os.replace
 
     def val_metrics(model, prepared, device, criterion, plan=None):
         epoch = len(after_epoch) + 1
@@ -43,8 +43,8 @@ def resumed(tmp_path_factory):
         renamed.append(dst)
         real_replace(src, dst)
 
-    monkeypatch.setattr(trainer, "_val_metrics", val_metrics)
-    monkeypatch.setattr(trainer, "save_checkpoint", recording_save)
+    monkeypatch.setattr(trainer, "validate", val_metrics)
+    monkeypatch.setattr(run_state, "save_checkpoint", recording_save)
     monkeypatch.setattr(files.os, "replace", recording_replace)
     try:
         train(data, recipe="default", out=run, epochs=2, cache_dir=cache, evaluate=True, **TINY)

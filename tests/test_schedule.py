@@ -1,5 +1,7 @@
 """Learning-rate schedules as functions of progress."""
 
+import time
+
 import pytest
 
 from mediscan.training.loop import Budget
@@ -27,8 +29,7 @@ def test_onecycle_peaks_after_warmup_and_decreases():
 
 
 def test_budget_progress_uses_the_larger_of_steps_and_time():
-    budget = Budget(total_steps=100, seconds=1e9)
-    budget.start()
+    budget = Budget(total_steps=100, seconds=1e9, started=time.perf_counter())
     budget.step = 50
     assert budget.progress == pytest.approx(0.5, abs=1e-3)
     budget.seconds = 1e-9

@@ -12,7 +12,8 @@ import os
 import re
 import sys
 from contextlib import contextmanager
-from typing import Iterator, NoReturn
+from pathlib import Path
+from typing import Annotated, Iterator, NoReturn
 
 import typer
 
@@ -21,6 +22,10 @@ from mediscan.progress import console
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 EXIT_SKIPPED, EXIT_ERROR, EXIT_INTERRUPTED = 1, 2, 130
 TOKEN_ENV = "MEDISCAN_TOKEN"
+
+Run = Annotated[Path, typer.Argument(help="Run folder written by `mediscan train`.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda or mps.")]
 
 
 def parse_duration(text: str | None) -> float | None:

@@ -1,14 +1,16 @@
-"""`mediscan explain`, `mediscan export` and `mediscan serve`."""
+"""Deploying a run: `mediscan export` (ONNX) and `mediscan serve` (REST API and web page)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mediscan.cli.common import (
     TOKEN_ENV,
+    Device,
+    JsonOut,
+    Run,
     check_positive,
     check_probability,
     check_token,
@@ -17,44 +19,6 @@ from mediscan.cli.common import (
     user_errors,
 )
 from mediscan.progress import console
-
-Run = Annotated[Path, typer.Argument(help="Run folder written by `mediscan train`.")]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-Device = Annotated[str | None, typer.Option(help="cpu, cuda or mps.")]
-
-
-def explain(
-    run: Run,
-    file: Annotated[Path, typer.Argument(help="The image to explain.")],
-    method: Annotated[str, typer.Option(help="gradcam++ (default) or gradcam.")] = "gradcam++",
-    target: Annotated[str | None, typer.Option(
-        help="Class to explain (default: the predicted one).")] = None,
-    layer: Annotated[str | None, typer.Option(
-        help="Target layer, a dotted module name (default: the model's cam_layer).")] = None,
-    out: Annotated[Path | None, typer.Option(
-        help="Overlay PNG (default: ./<FILE stem>_cam.png).")] = None,
-    colormap: Annotated[str, typer.Option(help="jet or inferno.")] = "jet",
-    json_out: JsonOut = False,
-    device: Device = None,
-) -> None:
-    """Grad-CAM overlay of one image, on the model's preprocessed view of it."""
-    from mediscan.data.readers import read_image
-    from mediscan.explain import explain as explain_image
-    from mediscan.explain import save_overlay
-    from mediscan.predict import Classifier
-
-    with user_errors():
-        classifier = Classifier.load(run, device=device)
-        image = read_image(file)
-        cam, prediction = explain_image(classifier, image, method=method, target=target,
-                                        layer=layer)
-        out = save_overlay(classifier.preprocess(image), cam, out or Path(f"{file.stem}_cam.png"),
-                           colormap=colormap)
-    if json_out:
-        emit_json({**prediction.to_dict(), "method": method, "overlay": str(out)})
-    else:
-        console.print(prediction.sentence(), highlight=False)
-        console.print(f"{method} overlay written to {out}", highlight=False)
 
 
 def export(
@@ -65,7 +29,8 @@ def export(
     json_out: JsonOut = False,
 ) -> None:
     """Export the model for deployment; checks that it agrees with PyTorch."""
-    from mediscan.export import OnnxBackend, export_onnx
+    from mediscan.export import export_onnx
+    from mediscan.onnx_backend import OnnxBackend
 
     if not onnx:
         console.print("[red]error:[/red] choose a format: --onnx")
@@ -114,5 +79,5 @@ def serve(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (explain, export, serve):
+    for command in (export, serve):
         app.command()(command)

@@ -128,18 +128,19 @@ def robustness(
     corruptions: Optional[str] = typer.Option(None, help="Comma-separated subset (default: all)."),
     severities: str = typer.Option("1,2,3,4,5", help="Comma-separated severities 1..5."),
     seed: int = typer.Option(0, help="Seed of the random corruptions."),
+    backend: str = typer.Option("torch", help="torch or onnx (run `mediscan export RUN --onnx` first)."),
     device: Optional[str] = typer.Option(None),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Accuracy under noise, blur, ghosting, contrast, JPEG, bias field... at five severities."""
-    from mediscan.evaluation.robustness_suite import run_robustness
+    from mediscan.evaluation.robustness import run_robustness
 
     with user_errors():
         result = run_robustness(
             run, data, corruptions=corruptions.split(",") if corruptions else None,
             severities=[int(s) for s in severities.split(",")], seed=seed, device=device,
-            progress=progress)
+            progress=progress, backend=backend)
     if json_out:
         emit_json(result)
         return

@@ -1,16 +1,18 @@
-"""`mediscan predict RUN FILES...`: exit code 0 when every input was predicted, 1 when some were
-skipped (listed at the end; the rest are still predicted), 2 for usage or model errors."""
+"""`mediscan predict RUN FILES...` and `mediscan explain RUN FILE` (Grad-CAM).
+
+predict's exit code: 0 when every input was predicted, 1 when some were skipped (listed at the end;
+the rest are still predicted), 2 for usage or model errors."""
 
 from __future__ import annotations
 
 import csv
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
-from mediscan.cli.common import EXIT_SKIPPED, check_probability, emit_json, user_errors
+from mediscan.cli.common import EXIT_SKIPPED, Device, JsonOut, Run, check_probability, emit_json, user_errors
 from mediscan.ood import VERDICT
 from mediscan.progress import console
 
@@ -93,5 +95,40 @@ def predict(
         raise typer.Exit(EXIT_SKIPPED)
 
 
+def explain(
+    run: Run,
+    file: Annotated[Path, typer.Argument(help="The image to explain.")],
+    method: Annotated[str, typer.Option(help="gradcam++ (default) or gradcam.")] = "gradcam++",
+    target: Annotated[str | None, typer.Option(
+        help="Class to explain (default: the predicted one).")] = None,
+    layer: Annotated[str | None, typer.Option(
+        help="Target layer, a dotted module name (default: the model's cam_layer).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Overlay PNG (default: ./<FILE stem>_cam.png).")] = None,
+    colormap: Annotated[str, typer.Option(help="jet or inferno.")] = "jet",
+    json_out: JsonOut = False,
+    device: Device = None,
+) -> None:
+    """Grad-CAM overlay of one image, on the model's preprocessed view of it."""
+    from mediscan.data.readers import read_image
+    from mediscan.explain import explain as explain_image
+    from mediscan.explain import save_overlay
+    from mediscan.predict import Classifier
+
+    with user_errors():
+        classifier = Classifier.load(run, device=device)
+        image = read_image(file)
+        cam, prediction = explain_image(classifier, image, method=method, target=target,
+                                        layer=layer)
+        out = save_overlay(classifier.preprocess(image), cam, out or Path(f"{file.stem}_cam.png"),
+                           colormap=colormap)
+    if json_out:
+        emit_json({**prediction.to_dict(), "method": method, "overlay": str(out)})
+    else:
+        console.print(prediction.sentence(), highlight=False)
+        console.print(f"{method} overlay written to {out}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
-    app.command()(predict)
+    for command in (predict, explain):
+        app.command()(command)

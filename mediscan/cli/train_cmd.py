@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from contextlib import contextmanager
@@ -37,13 +36,15 @@ def models(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -
 
 
 def _headline(run_dir: Path) -> dict:
-    metrics_file = run_dir / "metrics.json"
-    meta = json.loads((run_dir / "model.json").read_text())
+    from mediscan.run_folder import RunFolder
+
+    run = RunFolder(run_dir)
+    meta = run.read_meta()
     summary = {"run": str(run_dir), "model": meta["model"], "classes": meta["classes"],
                "train_seconds": meta["train_seconds"], "best_epoch": meta["best_epoch"],
                "epochs_run": meta.get("epochs_run"), "images_seen": meta.get("images_seen")}
-    if metrics_file.exists():
-        headline = json.loads(metrics_file.read_text()).get("test", {}).get("headline", {})
+    if run.metrics_file.exists():
+        headline = run.read_metrics().get("test", {}).get("headline", {})
         summary["test_accuracy"] = headline.get("accuracy")
         summary["test_balanced_accuracy"] = headline.get("balanced_accuracy")
     return summary

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from mediscan.files import BadFileError, read_json, write_json
+from mediscan.progress import console
 
 SPLITS = ("train", "val", "test")
 
@@ -105,3 +106,49 @@ class Split:
                                  "the run — train again, or point to the original data")
             result[name] = np.array(sorted(position[k] for k in keys), dtype=np.int64)
         return result
+
+
+def _groups(folder, group_duplicates: bool, workers: int | None, progress: bool) -> np.ndarray:
+    """Duplicate-group id per sample (each sample its own group when not grouping)."""
+    if not group_duplicates:
+        return np.arange(len(folder))
+    from mediscan.data.hashing import duplicate_groups
+
+    return duplicate_groups(folder, workers=workers, progress=progress)
+
+
+def _warn_leaks(folder, groups: np.ndarray, parts: dict[str, np.ndarray]) -> None:
+    """Tell the user when a given test folder shares images with the training images."""
+    train_groups = set(groups[parts["train"]]) | set(groups[parts["val"]])
+    leaked = [i for i in parts["test"] if groups[i] in train_groups]
+    if leaked:
+        console.print(f"[yellow]warning:[/yellow] {len(leaked)} test image(s) duplicate training "
+                      "images (e.g. " + ", ".join(folder.samples[i].key for i in leaked[:3])
+                      + "); run `mediscan inspect` for details — test figures will be inflated.")
+
+
+def split_run(folder, ok: np.ndarray, *, fractions: Sequence[float], seed: int, group_duplicates: bool,
+              workers: int | None = None, progress: bool = True) -> Split:
+    """A run's split of the readable samples (`ok`): given Testing/val folders as they are, the rest
+    stratified and duplicate-grouped, so no image (or its near copy) is both trained and tested on."""
+    groups = _groups(folder, group_duplicates, workers, progress)
+    given = np.array([s.split or "" for s in folder.samples])
+    readable = np.flatnonzero(ok)
+    test_given = readable[given[readable] == "test"]
+    val_given = readable[given[readable] == "val"]
+    pool = readable[~np.isin(given[readable], ["test", "val"])]
+    train_f, val_f, test_f = fractions
+    if len(val_given):
+        val_f = 0.0
+    if len(test_given):
+        test_f = 0.0
+    total = train_f + val_f + test_f
+    local = stratified_split(folder.labels[pool], groups=groups[pool],
+                             fractions=(train_f / total, val_f / total, test_f / total), seed=seed)
+    parts = {name: pool[local[name]] for name in ("train", "val", "test")}
+    parts["val"] = np.concatenate([parts["val"], val_given])
+    parts["test"] = np.concatenate([parts["test"], test_given])
+    if len(test_given) and group_duplicates:
+        _warn_leaks(folder, groups, parts)
+    method = "stratified, duplicate-grouped" if group_duplicates else "stratified"
+    return Split.from_indices(folder, parts, seed=seed, fractions=fractions, method=method)

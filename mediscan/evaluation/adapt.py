@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mediscan.inference import uses_channels_last
+from mediscan.forward import uses_channels_last
 from mediscan.transforms import normalize
 
 MIN_IMAGES = 32  # fewer give noisier statistics than the trained ones

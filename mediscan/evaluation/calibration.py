@@ -89,7 +89,7 @@ def fit_temperature(logits, y_true) -> float:
     return float(np.exp(res.x))
 
 
-def apply_temperature(logits, temperature: float) -> np.ndarray:
+def apply_temperature(logits, temperature: float = 1.0) -> np.ndarray:
     """softmax(logits / T) (`scipy.special.softmax`)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")

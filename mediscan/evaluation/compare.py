@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import shutil
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from mediscan.bundle import load_bundle
-from mediscan.evaluation.robustness_suite import robustness_table
+from mediscan.evaluation.robustness import robustness_table
 from mediscan.evaluation.stats import pairwise_mcnemar
 from mediscan.files import write_json
-from mediscan.inference import images_per_second, pick_device
+from mediscan.forward import images_per_second, pick_device
+from mediscan.predict import Classifier
 from mediscan.progress import console
 from mediscan.report import plots
+from mediscan.run_folder import RunFolder
 
 HEADLINES = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
 
@@ -25,47 +24,43 @@ def _run_name(model: str) -> str:
     return model.replace("/", "_")
 
 
-def _train_one(data: Path, model: str, run: Path, split_file: Path, *, recipe: str,
+def _train_one(data: Path, model: str, run: RunFolder, split_file: Path, *, recipe: str,
                progress: bool, device, overrides: dict) -> None:
     """Train (or resume, or skip when finished) one model of the comparison."""
     from mediscan.training.trainer import train
 
-    if (run / "metrics.json").exists():
-        console.print(f"{model}: already trained, reusing {run}")
+    if run.metrics_file.exists():
+        console.print(f"{model}: already trained, reusing {run.path}")
         return
-    resume = (run / "last.safetensors").exists() and (run / "recipe.json").exists()
-    train(data, recipe=recipe, out=run, model=model, resume=resume, progress=progress,
+    resume = run.checkpoint_file.exists() and run.recipe_file.exists()
+    train(data, recipe=recipe, out=run.path, model=model, resume=resume, progress=progress,
           device=device, split_from=split_file if split_file.exists() else None, **overrides)
     if not split_file.exists():
-        shutil.copy(run / "split.json", split_file)
+        shutil.copy(run.split_file, split_file)
 
 
-def _predictions(run: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(files, true labels, predicted labels) from a run's predictions.csv."""
-    with open(run / "predictions.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    return [r["file"] for r in rows], np.array([r["true"] for r in rows]), \
-        np.array([r["predicted"] for r in rows])
+def _predictions(run: RunFolder) -> tuple[np.ndarray, np.ndarray]:
+    """(true labels, predicted labels) from a run's predictions.csv."""
+    rows = run.read_predictions()
+    return np.array([r["true"] for r in rows]), np.array([r["predicted"] for r in rows])
 
 
-def _row(model: str, run: Path, *, device, robustness: bool, severities: Sequence[int]) -> dict:
+def _row(model: str, run: RunFolder, *, device, robustness: bool, severities: Sequence[int]) -> dict:
     """One line of the comparison table, measured from the finished run."""
-    from mediscan.evaluation.runner import load_run_data
+    from mediscan.data.prepare import load_run_data
 
-    metrics = json.loads((run / "metrics.json").read_text())
-    meta = json.loads((run / "model.json").read_text())
-    row = {"name": model, "run": run.name, **{k: metrics["test"]["headline"][k] for k in HEADLINES},
+    metrics = run.read_metrics()
+    classifier = Classifier.load(run.path, device=device)
+    meta = classifier.meta
+    row = {"name": model, "run": run.path.name, **{k: metrics["test"]["headline"][k] for k in HEADLINES},
            "ece": metrics.get("calibration", {}).get("ece_after"), "params": meta["params"],
            "train_seconds": meta["train_seconds"]}
-    net, meta = load_bundle(run, device=device)
-    prepared = load_run_data(run, meta, progress=False)
+    prepared = load_run_data(run.path, meta, progress=False)
     index = np.sort(prepared.indices["test"])
     images, labels = np.asarray(prepared.decoded.images[index]), prepared.folder.labels[index]
-    row["images_per_second"] = images_per_second(net, images, mean=meta["mean"], std=meta["std"],
-                                                 device=device)
+    row["images_per_second"] = images_per_second(classifier.logits_batch, images, device=device)
     if robustness:
-        table = robustness_table(net, images, labels, meta, device, severities=severities,
-                                 progress=False)
+        table = robustness_table(classifier, images, labels, severities=severities, progress=False)
         row["robustness_score"] = table["score"]
     return row
 
@@ -81,13 +76,13 @@ def compare_models(data: Path, models: Sequence[str], *, out: Path, recipe: str 
     split_file = out / "split.json"
     rows, predicted, truth = [], {}, None
     for model in models:
-        run = out / _run_name(model)
+        run = RunFolder(out / _run_name(model))
         _train_one(Path(data), model, run, split_file, recipe=recipe, progress=progress,
                    device=device, overrides=overrides)
         rows.append(_row(model, run, device=device, robustness=robustness, severities=severities))
-        files, truth, predicted[model] = _predictions(run)
+        truth, predicted[model] = _predictions(run)
         result = {"data": str(data), "recipe": recipe, "seed": overrides.get("seed"),
-                  "split": json.loads((run / "metrics.json").read_text()).get("split"),
+                  "split": run.read_metrics().get("split"),
                   "rows": rows, "mcnemar": pairwise_mcnemar(truth, predicted)}
         write_json(out / "comparison.json", result, default=float)
     plots.plot_comparison(rows, out / "plots" / "comparison.png")

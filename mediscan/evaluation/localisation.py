@@ -17,16 +17,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from scipy.stats import binomtest
-
 from PIL import Image, ImageDraw
 
 from mediscan.data.readers import read_image
+from mediscan.evaluation.stats import wilson_interval
 from mediscan.explain import DEFAULT_METHOD, default_cam_layer, explain, overlay, peak_inside, view_box
 from mediscan.files import atomic_path, write_json
 from mediscan.predict import Classifier
 from mediscan.progress import track
+from mediscan.run_folder import RunFolder
 
 
 @dataclass
@@ -47,8 +46,7 @@ class PointingResult:
     def ci(self) -> tuple[float, float]:
         if not self.images:
             return float("nan"), float("nan")
-        interval = binomtest(self.hits, self.images).proportion_ci(0.95, method="wilson")
-        return float(interval.low), float(interval.high)
+        return wilson_interval(self.hits, self.images)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "rate": self.rate, "ci": list(self.ci)}
@@ -98,17 +96,17 @@ def boxed_overlay(classifier: Classifier, image: np.ndarray, box: tuple, *,
 def localise_run(run_dir: str | Path, data: str | Path, masses_file: str | Path, *,
                  method: str = DEFAULT_METHOD, progress: bool = True) -> PointingResult:
     """Pointing game on a run's test split; writes localisation.json and plots/cam_*.png."""
-    run_dir = Path(run_dir)
-    keys = json.loads((run_dir / "split.json").read_text())["test"]
+    run = RunFolder(run_dir)
+    keys = run.read_split().test
     boxes = load_boxes(masses_file, keys)
     classifier = Classifier.load(run_dir, device="cpu")
     examples: dict = {}
     result = pointing_game(classifier, data, boxes, method=method, progress=progress,
                            hits_and_misses=examples)
-    write_json(run_dir / "localisation.json", result.to_dict(), indent=1)
+    write_json(run.localisation_file, result.to_dict(), indent=1)
     for (label, hit), key in sorted(examples.items()):
         picture = boxed_overlay(classifier, read_image(Path(data) / key), boxes[key], method=method)
         name = f"cam_{label}_{'hit' if hit else 'miss'}_{Path(key).stem}.png"
-        with atomic_path(run_dir / "plots" / name) as tmp:
+        with atomic_path(run.plots / name) as tmp:
             Image.fromarray(picture).save(tmp, format="PNG")
     return result

@@ -1,27 +1,4 @@
-"""Image corruptions at five severities, for measuring how accuracy degrades off-distribution.
-
-`corrupt(images, name, severity, seed=0)` takes uint8 N x C x H x W (numpy or torch, the
-preprocessed model input) and returns the same type, shape and dtype. Severity 0 is the
-identity; 1..5 use the parameters below (intensities on a 0..1 scale, i.e. x / 255).
-Random corruptions draw from `numpy.random.default_rng(seed)`, so equal seeds give equal
-images, and the same noise pattern is scaled across severities. Grey images stored as three
-equal channels are corrupted once and copied, so they stay grey.
-
-| name           | parameter (severity 1..5)             | implementation                         |
-|----------------|---------------------------------------|----------------------------------------|
-| gaussian_noise | std 0.02, 0.04, 0.06, 0.09, 0.12      | additive N(0, std)                     |
-| rician_noise   | std 0.02, 0.04, 0.06, 0.09, 0.12      | monai RandRicianNoise (MRI magnitude)  |
-| blur           | sigma px 0.5, 1, 1.5, 2, 3            | scipy.ndimage.gaussian_filter, nearest |
-| motion_ghosting| ghost intensity .2, .35, .5, .65, .8  | k-space: every 4th phase line scaled   |
-| gibbs_ringing  | alpha 0.4, 0.5, 0.6, 0.7, 0.8         | monai GibbsNoise (k-space truncation)  |
-| contrast       | factor 0.7, 0.55, 0.4, 0.3, 0.2       | mean + (x - mean) * factor             |
-| gamma          | gamma 1.25, 1.5, 1.8, 2.2, 2.7        | x ** gamma (monai AdjustContrast)      |
-| brightness     | offset 0.05, 0.1, 0.15, 0.2, 0.3      | x + offset                             |
-| jpeg           | quality 60, 40, 25, 15, 8             | PIL JPEG round trip                    |
-| downsample     | factor 1.5, 2, 3, 4, 6                | area down, bilinear up (torch)         |
-| bias_field     | max coefficient 0.1, .2, .3, .45, .6  | x * exp(Legendre degree-3 field), as   |
-|                |                                       | monai RandBiasField, seeded per image  |
-| rotation       | degrees 5, 10, 15, 22.5, 30           | +-angle per image, bilinear, zero fill |
+"""`mediscan robustness RUN [DATA]`: accuracy under each corruption (`corruptions`) at each severity, seeded.
 
 `robustness.json` (written by the robustness command, read by the report)::
 
@@ -34,216 +11,24 @@ as built by `robustness_results(clean_accuracy, accuracy_by_corruption, seed=...
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
-from scipy.ndimage import gaussian_filter
 
-SEVERITIES = (1, 2, 3, 4, 5)
-CorruptFn = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
-
-
-@dataclass(frozen=True)
-class Corruption:
-    """A named corruption: `fn(x float N x C x H x W in [0, 1], parameter, rng) -> x`."""
-
-    name: str
-    fn: CorruptFn
-    values: tuple[float, ...]
-    parameter: str
-    description: str
-
-    def parameter_for(self, severity: int) -> float:
-        return self.values[severity - 1]
+from mediscan.evaluation.corruptions import CORRUPTIONS, SEVERITIES, corrupt, get_corruption
+from mediscan.files import write_json
+from mediscan.predict import Classifier
+from mediscan.progress import progress_bar
+from mediscan.report import plots
+from mediscan.run_folder import RunFolder
 
 
-# ----------------------------------------------------------------------- corruptions
-def gaussian_noise(x: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
-    """Additive Gaussian noise."""
-    return x + rng.normal(0.0, std, size=x.shape).astype(np.float32)
-
-
-def rician_noise(x: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
-    """Rician noise, the magnitude-MRI noise model (`monai.transforms.RandRicianNoise`)."""
-    from monai.transforms import RandRicianNoise
-
-    t = RandRicianNoise(prob=1.0, std=std, sample_std=False)
-    t.set_random_state(seed=int(rng.integers(2**31)))
-    n, c, h, w = x.shape
-    out = t(x.reshape(n * c, h, w))
-    return np.asarray(out.detach().cpu().numpy() if torch.is_tensor(out) else out).reshape(x.shape)
-
-
-def blur(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian blur; edge pixels repeated (monai GaussianSmooth zero-pads, darkening borders)."""
-    return gaussian_filter(x, sigma=(0, 0, sigma, sigma), mode="nearest")
-
-
-def motion_ghosting(x: np.ndarray, intensity: float, rng: np.random.Generator,
-                    every: int = 4) -> np.ndarray:
-    """Motion ghosts as in torchio RandomGhosting: every n-th phase-encoding line of k-space
-    (rows) is scaled by (1 - intensity), the centre line kept."""
-    k = np.fft.fftshift(np.fft.fft2(x, axes=(2, 3)), axes=(2, 3))
-    centre = x.shape[2] // 2
-    scale = np.ones(x.shape[2], dtype=np.float32)
-    scale[::every] = 1.0 - intensity
-    scale[centre] = 1.0
-    k = k * scale[None, None, :, None]
-    return np.abs(np.fft.ifft2(np.fft.ifftshift(k, axes=(2, 3)), axes=(2, 3))).astype(np.float32)
-
-
-def gibbs_ringing(x: np.ndarray, alpha: float, rng: np.random.Generator) -> np.ndarray:
-    """Truncation (Gibbs) artefact: k-space outside a circle removed (`monai GibbsNoise`)."""
-    from monai.transforms import GibbsNoise
-
-    n, c, h, w = x.shape
-    out = GibbsNoise(alpha=alpha)(x.reshape(n * c, h, w))
-    return np.asarray(out.detach().cpu().numpy() if torch.is_tensor(out) else out).reshape(x.shape)
-
-
-def contrast(x: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
-    """Contrast reduction towards each image's mean."""
-    mean = x.mean(axis=(1, 2, 3), keepdims=True)
-    return mean + (x - mean) * factor
-
-
-def gamma(x: np.ndarray, g: float, rng: np.random.Generator) -> np.ndarray:
-    """Gamma curve x ** g (`monai AdjustContrast` on a 0..1 image): darker mid-tones."""
-    return np.power(np.clip(x, 0, 1), g)
-
-
-def brightness(x: np.ndarray, offset: float, rng: np.random.Generator) -> np.ndarray:
-    """Brightness offset."""
-    return x + offset
-
-
-def jpeg(x: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
-    """JPEG compression round trip at the given quality (PIL)."""
-    u8 = to_uint8(x)
-    out = np.empty_like(u8)
-    for i, img in enumerate(u8):
-        planes = [img.transpose(1, 2, 0)] if img.shape[0] == 3 else list(img)
-        decoded = []
-        for plane in planes:
-            buf = io.BytesIO()
-            Image.fromarray(np.ascontiguousarray(plane)).save(buf, format="JPEG",
-                                                             quality=int(quality))
-            decoded.append(np.asarray(Image.open(io.BytesIO(buf.getvalue()))))
-        out[i] = decoded[0].transpose(2, 0, 1) if img.shape[0] == 3 else np.stack(decoded)
-    return out.astype(np.float32) / 255.0
-
-
-def downsample(x: np.ndarray, factor: float, rng: np.random.Generator) -> np.ndarray:
-    """Lower resolution: area down-sampling by `factor`, bilinear back to the input size."""
-    t = torch.from_numpy(np.ascontiguousarray(x))
-    h, w = x.shape[2:]
-    small = F.interpolate(t, size=(max(1, round(h / factor)), max(1, round(w / factor))),
-                          mode="area")
-    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).numpy()
-
-
-def legendre_basis(h: int, w: int, degree: int = 3) -> np.ndarray:
-    """(M, H, W) products P_i(y) P_j(x), 0 < i + j <= degree, as in monai RandBiasField."""
-    ys, xs = np.linspace(-1, 1, h), np.linspace(-1, 1, w)
-    eye = np.eye(degree + 1)
-    py = np.stack([np.polynomial.legendre.legval(ys, eye[i]) for i in range(degree + 1)])
-    px = np.stack([np.polynomial.legendre.legval(xs, eye[j]) for j in range(degree + 1)])
-    terms = [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i) if i + j > 0]
-    return np.stack([np.outer(py[i], px[j]) for i, j in terms]).astype(np.float32)
-
-
-def bias_field(x: np.ndarray, coeff: float, rng: np.random.Generator) -> np.ndarray:
-    """Smooth multiplicative MRI bias field exp(sum c_ij P_i P_j), c ~ U(-coeff, coeff) each."""
-    basis = legendre_basis(*x.shape[2:])
-    c = rng.uniform(-1.0, 1.0, size=(x.shape[0], len(basis))).astype(np.float32) * coeff
-    field = np.exp(np.tensordot(c, basis, axes=1))
-    return x * field[:, None]
-
-
-def rotation(x: np.ndarray, degrees: float, rng: np.random.Generator) -> np.ndarray:
-    """Rotation by +-degrees (sign drawn per image) about the centre; zeros fill the corners."""
-    n = x.shape[0]
-    sign = np.where(rng.random(n) < 0.5, -1.0, 1.0)
-    theta = np.deg2rad(degrees) * sign
-    cos, sin = np.cos(theta), np.sin(theta)
-    mats = np.zeros((n, 2, 3), dtype=np.float32)
-    mats[:, 0, 0], mats[:, 0, 1], mats[:, 1, 0], mats[:, 1, 1] = cos, -sin, sin, cos
-    t = torch.from_numpy(np.ascontiguousarray(x))
-    grid = F.affine_grid(torch.from_numpy(mats), list(t.shape), align_corners=False)
-    return F.grid_sample(t, grid, mode="bilinear", padding_mode="zeros",
-                         align_corners=False).numpy()
-
-
-def _register(*items: Corruption) -> dict[str, Corruption]:
-    return {c.name: c for c in items}
-
-
-CORRUPTIONS: dict[str, Corruption] = _register(
-    Corruption("gaussian_noise", gaussian_noise, (0.02, 0.04, 0.06, 0.09, 0.12), "std",
-               "additive Gaussian noise"),
-    Corruption("rician_noise", rician_noise, (0.02, 0.04, 0.06, 0.09, 0.12), "std",
-               "Rician (magnitude MRI) noise, monai RandRicianNoise"),
-    Corruption("blur", blur, (0.5, 1.0, 1.5, 2.0, 3.0), "sigma px", "Gaussian blur"),
-    Corruption("motion_ghosting", motion_ghosting, (0.2, 0.35, 0.5, 0.65, 0.8), "intensity",
-               "k-space motion ghosts (every 4th phase line)"),
-    Corruption("gibbs_ringing", gibbs_ringing, (0.4, 0.5, 0.6, 0.7, 0.8), "alpha",
-               "Gibbs truncation artefact, monai GibbsNoise"),
-    Corruption("contrast", contrast, (0.7, 0.55, 0.4, 0.3, 0.2), "factor",
-               "contrast reduced towards the mean"),
-    Corruption("gamma", gamma, (1.25, 1.5, 1.8, 2.2, 2.7), "gamma", "gamma curve (darker)"),
-    Corruption("brightness", brightness, (0.05, 0.1, 0.15, 0.2, 0.3), "offset",
-               "brightness offset"),
-    Corruption("jpeg", jpeg, (60, 40, 25, 15, 8), "quality", "JPEG compression"),
-    Corruption("downsample", downsample, (1.5, 2.0, 3.0, 4.0, 6.0), "factor",
-               "lower resolution, up-sampled back"),
-    Corruption("bias_field", bias_field, (0.1, 0.2, 0.3, 0.45, 0.6), "max coefficient",
-               "smooth MRI bias field, monai RandBiasField model"),
-    Corruption("rotation", rotation, (5.0, 10.0, 15.0, 22.5, 30.0), "degrees",
-               "in-plane rotation"),
-)
-
-
-# ----------------------------------------------------------------------- public API
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """Float image in [0, 1] -> uint8, rounded and clipped."""
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-
-
-def get_corruption(name: str) -> Corruption:
-    """The registered corruption called `name`; the error lists the valid names."""
-    if name not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; choose one of {', '.join(CORRUPTIONS)}")
-    return CORRUPTIONS[name]
-
-
-def corrupt(images, name: str, severity: int, *, seed: int = 0):
-    """Corrupt a uint8 N x C x H x W batch (numpy or torch); returns the same type and device."""
-    c = get_corruption(name)
-    if severity not in (0, *SEVERITIES):
-        raise ValueError(f"severity must be 0..{SEVERITIES[-1]}, got {severity}")
-    is_tensor = torch.is_tensor(images)
-    arr = images.detach().cpu().numpy() if is_tensor else np.asarray(images)
-    if arr.dtype != np.uint8 or arr.ndim != 4:
-        raise ValueError(f"expected uint8 N x C x H x W images, got {arr.dtype} {arr.shape}")
-    if severity == 0:
-        out = arr.copy()
-    else:
-        grey = arr.shape[1] > 1 and bool(np.all(arr == arr[:, :1]))
-        x = (arr[:, :1] if grey else arr).astype(np.float32) / 255.0
-        y = to_uint8(c.fn(x, c.parameter_for(severity), np.random.default_rng(seed)))
-        out = np.repeat(y, arr.shape[1], axis=1) if grey else y
-    return torch.from_numpy(out).to(images.device) if is_tensor else out
-
-
-def describe_corruptions() -> list[dict]:
-    """One row per corruption: name, description, parameter and its values at severities 1..5."""
-    return [{"name": c.name, "description": c.description, "parameter": c.parameter,
-             "values": list(c.values)} for c in CORRUPTIONS.values()]
+def accuracy_under(classifier: Classifier, images: np.ndarray, labels: np.ndarray, *,
+                   corruption: str | None = None, severity: int = 0, seed: int = 0) -> float:
+    """Accuracy on `images` after one corruption at one severity (None: clean)."""
+    batch = corrupt(images, corruption, severity, seed=seed) if corruption else images
+    return float((classifier.logits_batch(batch).argmax(1) == labels).mean())
 
 
 def _accuracy_list(values) -> list[float]:
@@ -279,3 +64,60 @@ def robustness_results(
         "severities": list(SEVERITIES),
         "corruptions": corruptions,
     }
+
+
+def robustness_table(classifier: Classifier, images: np.ndarray, labels: np.ndarray, *,
+                     corruptions: Sequence[str] | None = None,
+                     severities: Sequence[int] = SEVERITIES, seed: int = 0,
+                     progress: bool = True) -> dict:
+    """robustness.json content: clean accuracy, accuracy per corruption and severity, score."""
+    names = list(corruptions or CORRUPTIONS)
+    clean = accuracy_under(classifier, images, labels)
+    table: dict[str, dict[int, float]] = {}
+    with progress_bar("corruptions", len(names) * len(severities), progress) as advance:
+        for name in names:
+            table[name] = {}
+            for severity in severities:
+                table[name][severity] = accuracy_under(classifier, images, labels, corruption=name,
+                                                       severity=severity, seed=seed)
+                advance(1, name)
+    result = robustness_results(clean, {k: [v[s] for s in severities] for k, v in table.items()},
+                                seed=seed)
+    result["severities"] = list(severities)
+    result["n_images"] = int(len(labels))
+    return result
+
+
+def test_images(run_dir: Path, meta: dict, data: Path | None, *, workers=None,
+                progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The run's test split, or every readable image of DATA (same classes as the model)."""
+    from mediscan.data.prepare import load_run_data
+    from mediscan.evaluation.runner import load_external
+
+    if data is None:
+        prepared = load_run_data(run_dir, meta, workers=workers, progress=progress)
+        index = np.sort(prepared.indices["test"])
+        return np.asarray(prepared.decoded.images[index]), prepared.folder.labels[index]
+    external = load_external(Path(data), meta, None, workers=workers, progress=progress)
+    return np.asarray(external.images), external.y_true
+
+
+def run_robustness(run_dir: Path, data: Path | None = None, *,
+                   corruptions: Sequence[str] | None = None,
+                   severities: Sequence[int] = SEVERITIES, seed: int = 0, device=None,
+                   progress: bool = True, workers: int | None = None, backend: str = "torch") -> dict:
+    """Run the suite with the run's classifier (`backend` torch or onnx), write robustness.json and
+    plots/robustness.png, refresh the report."""
+    from mediscan.evaluation.runner import refresh_report
+
+    run_dir = Path(run_dir)
+    classifier = Classifier.load(run_dir, device=device, backend=backend)
+    images, labels = test_images(run_dir, classifier.meta, data, workers=workers, progress=progress)
+    result = robustness_table(classifier, images, labels, corruptions=corruptions,
+                              severities=severities, seed=seed, progress=progress)
+    result["data"] = str(data) if data else "test split"
+    run = RunFolder(run_dir)
+    write_json(run.robustness_file, result)
+    plots.plot_robustness(result, run.plots / "robustness.png")
+    refresh_report(run_dir)
+    return result

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mediscan.bundle import load_bundle, read_meta
 from mediscan.data.cache import load_images
 from mediscan.data.folders import scan_folder
+from mediscan.data.prepare import load_run_data
 from mediscan.evaluation.adapt import adapt_batchnorm
 from mediscan.evaluation.calibration import abstain_summary, calibration_summary, selective_prediction
 from mediscan.evaluation.mapping import map_probabilities, parse_mapping, resolve_target_order
 from mediscan.evaluation.metrics import quadratic_kappa
 from mediscan.evaluation.stats import bootstrap_ci, metrics_with_ci
-from mediscan.files import write_atomic, write_json
-from mediscan.inference import pick_device
 from mediscan.ood import METHOD, OodDetector, load_detector
-from mediscan.predict import DEFAULT_ABSTAIN_BELOW, Classifier, softmax
+from mediscan.predict import DEFAULT_ABSTAIN_BELOW, Classifier
 from mediscan.progress import console
 from mediscan.report import plots
+from mediscan.run_folder import RunFolder
 from mediscan.transforms import Preprocess
 
 WORST_ERRORS = 16
@@ -64,16 +61,15 @@ def worst_errors(scored: Scored, limit: int = WORST_ERRORS) -> list[int]:
     return wrong[np.argsort(-confidence)][:limit].tolist()
 
 
-def write_predictions_csv(path: Path, scored: Scored) -> None:
-    text = io.StringIO(newline="")
-    writer = csv.writer(text)
-    writer.writerow(["file", "true", "predicted", "probability", "uncertain", "ood_score", "outside",
-                     *scored.classes])
+def write_predictions(run: RunFolder, scored: Scored, evaluation: str | None = None) -> None:
+    """predictions.csv (or an evaluation's): one row per image, its truth, prediction and probabilities."""
+    header = ["file", "true", "predicted", "probability", "uncertain", "ood_score", "outside", *scored.classes]
+    rows = []
     for i, (source, truth, row) in enumerate(zip(scored.sources, scored.y_true, scored.probs)):
         top = int(row.argmax())
-        writer.writerow([source, scored.classes[truth], scored.classes[top], f"{row[top]:.6f}",
-                         int(scored.uncertain[i]), *_ood_cells(scored, i), *(f"{p:.6f}" for p in row)])
-    write_atomic(path, text.getvalue())
+        rows.append([source, scored.classes[truth], scored.classes[top], f"{row[top]:.6f}",
+                     int(scored.uncertain[i]), *_ood_cells(scored, i), *(f"{p:.6f}" for p in row)])
+    run.write_predictions(header, rows, evaluation)
 
 
 def _ood_cells(scored: Scored, i: int) -> list[str]:
@@ -141,24 +137,12 @@ def ood_summary(scored: Scored) -> dict:
             "fraction_outside": n_outside / n if n else None, "accuracy_inside": accuracy}
 
 
-def _model_and_meta(run_dir: Path, model, device):
-    if model is not None:
-        return model, read_meta(run_dir)
-    return load_bundle(run_dir, device=device)
-
-
-def load_run_data(run_dir: Path, meta: dict, *, workers: int | None = None,
-                  progress: bool = True):
-    """The run's data set, decoded with its preprocessing and split by its split.json."""
-    from mediscan.training.recipes import Recipe
-    from mediscan.training.trainer import prepare_data
-
-    root = Path(meta["data"]["root"])
-    if not root.exists():
-        raise ValueError(f"{run_dir}: its training data {root} is not on this machine; evaluate "
-                         "on a folder you have instead: mediscan evaluate RUN DATA")
-    return prepare_data(root, Recipe.from_dict(meta["recipe"]), split_file=Path(run_dir) / "split.json",
-                        workers=workers, progress=progress)
+def run_classifier(run_dir: Path, model=None, device=None) -> Classifier:
+    """The run's classifier; `model`: its network already in memory (training just fitted it)."""
+    if model is None:
+        return Classifier.load(run_dir, device=device)
+    meta = RunFolder(run_dir).read_meta()
+    return Classifier(model, meta, device=device, ood=load_detector(run_dir, meta))
 
 
 def _split_outputs(classifier: Classifier, prepared, name: str):
@@ -182,16 +166,16 @@ def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progr
     """Score the run's own test split; writes metrics.json, predictions.csv, plots and the report.
 
     `val_logits`: the validation split's logits if the caller has them (training just scored it)."""
-    run_dir, device = Path(run_dir), pick_device(device)
-    model, meta = _model_and_meta(run_dir, model, device)
-    classifier = Classifier(model, meta, device=device, ood=load_detector(run_dir, meta))
+    run_dir, run = Path(run_dir), RunFolder(run_dir)
+    classifier = run_classifier(run_dir, model, device)
+    meta = classifier.meta
     prepared = prepared or load_run_data(run_dir, meta, workers=workers, progress=progress)
     test_outputs, y_test, test_index = _split_outputs(classifier, prepared, "test")
     if len(y_test) == 0:
         console.print("[yellow]no test split: nothing to evaluate")
         return {}
     test_logits = test_outputs.logits
-    scored = _with_ood(Scored(y_test, softmax(test_logits, meta["temperature"]), meta["classes"],
+    scored = _with_ood(Scored(y_test, classifier.probabilities(test_logits), meta["classes"],
                               [prepared.folder.samples[i].key for i in test_index],
                               prepared.decoded.images[test_index], abstain_below,
                               ordinal=bool(meta.get("recipe", {}).get("ordinal"))),
@@ -205,12 +189,12 @@ def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progr
     if len(y_val):
         result["calibration"] = calibration_summary(val_logits, y_val, test_logits, y_test)
         plots.plot_reliability(result["calibration"]["reliability_before"],
-                               run_dir / "plots" / "reliability.png",
+                               run.plots / "reliability.png",
                                after=result["calibration"]["reliability_after"])
-    result["test"]["worst_errors"] = write_plots(run_dir / "plots", scored)
+    result["test"]["worst_errors"] = write_plots(run.plots, scored)
     result["split"] = {name: int(len(idx)) for name, idx in prepared.indices.items()}
-    write_json(run_dir / "metrics.json", result, default=float)
-    write_predictions_csv(run_dir / "predictions.csv", scored)
+    run.write_metrics(result)
+    write_predictions(run, scored)
     refresh_report(run_dir)
     return result
 
@@ -266,30 +250,29 @@ def evaluate_external(run_dir: Path, data: Path, *, mapping_specs: list[str] | N
     """Score a run on another data set (classes mapped if needed); writes evaluations/NAME.json.
 
     `adapt`: re-estimate batch-norm statistics on that data set first (`evaluation.adapt`)."""
-    run_dir, device = Path(run_dir), pick_device(device)
-    model, meta = load_bundle(run_dir, device=device)
-    classifier = Classifier(model, meta, device=device, ood=load_detector(run_dir, meta))
+    run_dir, run = Path(run_dir), RunFolder(run_dir)
+    classifier = Classifier.load(run_dir, device=device)
+    meta = classifier.meta
     ext = load_external(Path(data), meta, mapping_specs, workers=workers, progress=progress)
-    adapted = adapt_batchnorm(model, ext.images, mean=meta["mean"], std=meta["std"],
-                              device=device) if adapt else 0
+    adapted = adapt_batchnorm(classifier.model, ext.images, mean=meta["mean"], std=meta["std"],
+                              device=classifier.device) if adapt else 0
     outputs = classifier.outputs_batch(ext.images)
-    probs = softmax(outputs.logits, meta["temperature"])
+    probs = classifier.probabilities(outputs.logits)
     if ext.mapping:
         probs = map_probabilities(probs, meta["classes"], ext.mapping, ext.classes)
     scored = _with_ood(Scored(ext.y_true, probs, ext.classes, ext.keys, ext.images, abstain_below,
                               ordinal=not ext.mapping and bool(meta.get("recipe", {}).get("ordinal"))),
                        classifier, outputs)
     name = name or _slug(Path(data))
-    out_dir = run_dir / "evaluations"
     result = {"name": name, "data": str(data), "mapping": ext.mapping or {},
               "adapted_batchnorm_layers": adapted,
               "metrics": score_metrics(scored, n_resamples=n_resamples),
               "skipped": [{"path": str(s.path), "reason": s.reason} for s in ext.skipped]}
-    result.update(_seen_and_unseen(run_dir, meta, Path(data), scored, out_dir / f"{name}_seen.csv",
+    result.update(_seen_and_unseen(run_dir, meta, Path(data), scored, run.evaluation_file(name, "_seen.csv"),
                                    n_resamples=n_resamples, workers=workers, progress=progress))
-    result["metrics"]["worst_errors"] = write_plots(out_dir / name, scored)
-    write_json(out_dir / f"{name}.json", result, default=float)
-    write_predictions_csv(out_dir / f"{name}_predictions.csv", scored)
+    result["metrics"]["worst_errors"] = write_plots(run.evaluations / name, scored)
+    run.write_evaluation(name, result)
+    write_predictions(run, scored, evaluation=name)
     refresh_report(run_dir)
     return result
 
@@ -316,8 +299,7 @@ def _seen_and_unseen(run_dir: Path, meta: dict, data: Path, scored: Scored, csv_
 def refresh_report(run_dir: Path) -> None:
     from mediscan.report.html import render_run_report
 
-    history = run_dir / "history.csv"
-    if history.exists():
-        with open(history) as handle:
-            plots.plot_history(list(csv.DictReader(handle)), run_dir / "plots" / "history.png")
+    run = RunFolder(run_dir)
+    if run.history_file.exists():
+        plots.plot_history(run.read_history(), run.plots / "history.png")
     render_run_report(run_dir)

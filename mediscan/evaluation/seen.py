@@ -26,7 +26,7 @@ from mediscan.data.hashing import (
     thumbnail_correlation,
 )
 from mediscan.data.inspect import Pairs, concat_hashes, duplicate_pairs, leaked_files
-from mediscan.data.split import Split
+from mediscan.run_folder import RunFolder
 
 SEEN_SPLITS = ("train", "val")
 
@@ -34,12 +34,12 @@ SEEN_SPLITS = ("train", "val")
 def seen_folder(run_dir: Path, meta: dict) -> ImageFolder | str:
     """The run's training and validation samples (`split` set to train/val), or why not."""
     root = Path((meta.get("data") or {}).get("root") or "")
-    split_file = Path(run_dir) / "split.json"
+    run = RunFolder(run_dir)
     if not str(root) or not root.exists():
         return f"the training data {root or '(not recorded in model.json)'} is not on this machine"
-    if not split_file.is_file():
-        return f"{split_file} is missing, so the training images are unknown"
-    split = Split.load(split_file)
+    if not run.split_file.is_file():
+        return f"{run.split_file} is missing, so the training images are unknown"
+    split = run.read_split()
     which = {key: name for name in SEEN_SPLITS for key in getattr(split, name)}
     folder = scan_folder(root)
     samples = [replace(s, split=which[s.key]) for s in folder.samples if s.key in which]

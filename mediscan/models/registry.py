@@ -8,6 +8,8 @@ from typing import Callable
 
 from torch import nn
 
+from mediscan.models.weights import WeightsUnavailableError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 UNIT_MEAN = (0.0, 0.0, 0.0)
@@ -75,6 +77,22 @@ def _timm_config(name: str) -> ModelConfig:
     )
 
 
+def build_timm(name: str, num_classes: int, *, pretrained: bool = False) -> nn.Module:
+    """Any timm model by name; pretrained weights come from timm's hub cache or a download."""
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
+    except Exception as error:
+        if not pretrained:
+            raise
+        raise WeightsUnavailableError(
+            f"timm could not load ImageNet weights for {name} ({error.__class__.__name__}: "
+            f"{error}). Pre-download them where the network allows (they are cached under "
+            "~/.cache/huggingface), or train without --pretrained."
+        ) from error
+
+
 def model_config(name: str) -> ModelConfig:
     """The config of a registered model, or of a timm model by name."""
     if name in _CONFIGS:
@@ -88,8 +106,6 @@ def create_model(name: str, num_classes: int, *, pretrained: bool = False) -> nn
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     if name in _BUILDERS:
         return _BUILDERS[name](num_classes, pretrained=pretrained)
-    from mediscan.models.timm_models import build_timm
-
     model_config(name)
     return build_timm(name.removeprefix(TIMM_PREFIX), num_classes, pretrained=pretrained)
 

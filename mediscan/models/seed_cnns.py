@@ -47,25 +47,21 @@ class TumorCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _no_pretrained(name: str, pretrained: bool) -> None:
-    if pretrained:
-        raise ValueError(f"{name} is a from-scratch tutorial CNN and has no pretrained weights; "
-                         "drop --pretrained or pick e.g. resnet18 or efficientnet_lite0.")
+def register_tutorial_cnn(name: str, network: type[nn.Module], **config) -> None:
+    """Register a from-scratch tutorial CNN (no pretrained weights, inputs scaled to 0..1)."""
+
+    def build(num_classes: int, pretrained: bool = False) -> nn.Module:
+        if pretrained:
+            raise ValueError(f"{name} is a from-scratch tutorial CNN and has no pretrained weights; "
+                             "drop --pretrained or pick e.g. resnet18 or efficientnet_lite0.")
+        return network(num_classes)
+
+    register_model(name, mean=UNIT_MEAN, std=UNIT_STD, **config)(build)
 
 
-@register_model(
-    "seed_cnn", input_size=130, mean=UNIT_MEAN, std=UNIT_STD, cam_layer="features.4",
-    description="Seed recipe 1: the 4-class Keras tutorial CNN (2,104,758 params with 4 classes)",
-)
-def seed_cnn(num_classes: int, pretrained: bool = False) -> nn.Module:
-    _no_pretrained("seed_cnn", pretrained)
-    return SeedCNN(num_classes)
-
-
-@register_model(
-    "tumor_cnn", input_size=150, mean=UNIT_MEAN, std=UNIT_STD, cam_layer="features.7",
-    description="Seed recipe 2: the binary tumour / no-tumour Keras tutorial CNN",
-)
-def tumor_cnn(num_classes: int, pretrained: bool = False) -> nn.Module:
-    _no_pretrained("tumor_cnn", pretrained)
-    return TumorCNN(num_classes)
+register_tutorial_cnn(
+    "seed_cnn", SeedCNN, input_size=130, cam_layer="features.4",
+    description="Seed recipe 1: the 4-class Keras tutorial CNN (2,104,758 params with 4 classes)")
+register_tutorial_cnn(
+    "tumor_cnn", TumorCNN, input_size=150, cam_layer="features.7",
+    description="Seed recipe 2: the binary tumour / no-tumour Keras tutorial CNN")

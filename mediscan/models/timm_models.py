@@ -6,25 +6,11 @@ import timm
 import torch
 from torch import nn
 
-from mediscan.models.registry import register_model
+from mediscan.models.registry import build_timm, register_model
 from mediscan.models.weights import WeightsUnavailableError
 
 LITE0_MEAN = (0.498, 0.498, 0.498)  # EfficientNet-Lite was trained on inputs scaled to [-1, 1]
 LITE0_STD = (0.502, 0.502, 0.502)
-
-
-def build_timm(name: str, num_classes: int, *, pretrained: bool = False) -> nn.Module:
-    """Any timm model by name; pretrained weights come from timm's hub cache or a download."""
-    try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
-    except Exception as error:
-        if not pretrained:
-            raise
-        raise WeightsUnavailableError(
-            f"timm could not load ImageNet weights for {name} ({error.__class__.__name__}: "
-            f"{error}). Pre-download them where the network allows (they are cached under "
-            "~/.cache/huggingface), or train without --pretrained."
-        ) from error
 
 
 def _lite0_package_state_dict() -> dict[str, torch.Tensor]:

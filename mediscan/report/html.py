@@ -45,7 +45,7 @@ evaluations/<name>.json (external data)::
 evaluations/<name>/*.png: that evaluation's confusion_normalized.png, roc.png, worst_errors.png.
 
 plots/: history.png, confusion.png, confusion_normalized.png, roc.png, reliability.png,
-robustness.png, worst_errors.png, augmented.png, cam_*.png; other PNGs go under "More figures".
+robustness.png, worst_errors.png, cam_*.png; other PNGs go under "More figures".
 
 A comparison folder holds comparison.json (and plots/comparison.png)::
 
@@ -61,7 +61,6 @@ A comparison folder holds comparison.json (and plots/comparison.png)::
 from __future__ import annotations
 
 import base64
-import csv
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,10 +70,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from mediscan.files import read_json, write_atomic
 from mediscan.report import plots
+from mediscan.run_folder import RunFolder
 
 TEMPLATES = Path(__file__).parent / "templates"
 STANDARD_PLOTS = ("history", "confusion", "confusion_normalized", "roc", "reliability",
-                  "robustness", "worst_errors", "augmented")
+                  "robustness", "worst_errors")
 HEADLINE_LABELS = {
     "accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "macro_f1": "Macro F1",
     "macro_auc": "Macro ROC AUC (one-vs-rest)", "sensitivity": "Sensitivity",
@@ -164,14 +164,6 @@ def _read_json(path: Path, problems: list[str]) -> Any:
         return None
 
 
-def read_history(path: Path) -> list[dict]:
-    """history.csv rows as dicts of strings (empty list when the file is missing)."""
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 def headline_rows(metrics: Mapping | None) -> list[dict]:
     """[{key, label, value, ci}] from a metrics_with_ci dict (or plain classification_metrics)."""
     if not metrics:
@@ -219,7 +211,7 @@ def split_counts(model: Mapping | None, metrics: Mapping | None, split: Any) -> 
 def _ensure_plots(run_dir: Path, history: list[dict], metrics: Mapping | None,
                   robustness: Mapping | None) -> None:
     """Draw the standard plots that are missing but whose data is in the run folder."""
-    pdir = run_dir / "plots"
+    pdir = RunFolder(run_dir).plots
     test = (metrics or {}).get("test") or {}
     if history and not (pdir / "history.png").exists():
         plots.plot_history(history, pdir / "history.png")
@@ -237,7 +229,7 @@ def _ensure_plots(run_dir: Path, history: list[dict], metrics: Mapping | None,
 
 def _images(run_dir: Path) -> dict[str, Any]:
     """Inline the PNGs of plots/: standard ones by name, Grad-CAM and the rest as lists."""
-    pdir = run_dir / "plots"
+    pdir = RunFolder(run_dir).plots
     pngs = sorted(pdir.glob("*.png")) if pdir.is_dir() else []
     by_stem = {p.stem: p for p in pngs}
     return {
@@ -251,7 +243,7 @@ def _images(run_dir: Path) -> dict[str, Any]:
 
 def _evaluations(run_dir: Path, problems: list[str]) -> list[dict]:
     """External evaluations from evaluations/*.json, normalised to {name, ..., metrics}."""
-    edir = run_dir / "evaluations"
+    edir = RunFolder(run_dir).evaluations
     out = []
     for path in sorted(edir.glob("*.json")) if edir.is_dir() else []:
         doc = _read_json(path, problems)
@@ -314,16 +306,16 @@ def _limits(model: Mapping | None, test: Mapping | None, robustness: Mapping | N
 
 def render_run_report(run_dir: str | Path) -> Path:
     """Write run_dir/report.html from whatever of the run folder's files exist."""
-    run_dir = Path(run_dir)
+    run_dir, run = Path(run_dir), RunFolder(run_dir)
     problems: list[str] = []
-    model = _read_json(run_dir / "model.json", problems)
-    metrics = _read_json(run_dir / "metrics.json", problems)
+    model = _read_json(run.meta_file, problems)
+    metrics = _read_json(run.metrics_file, problems)
     if model is None and metrics is None:
         raise FileNotFoundError(f"{run_dir} holds neither model.json nor metrics.json; "
                                 "is it a run folder written by `mediscan train`?")
-    robustness = _read_json(run_dir / "robustness.json", problems)
-    split = _read_json(run_dir / "split.json", problems)
-    history = read_history(run_dir / "history.csv")
+    robustness = _read_json(run.robustness_file, problems)
+    split = _read_json(run.split_file, problems)
+    history = run.read_history()
     _ensure_plots(run_dir, history, metrics, robustness)
     test = (metrics or {}).get("test")
     calibration = (metrics or {}).get("calibration")
@@ -347,13 +339,13 @@ def render_run_report(run_dir: str | Path) -> Path:
         "worst_errors": (test or {}).get("worst_errors") or [],
         "robustness": robustness,
         "evaluations": evaluations,
-        "localisation": _read_json(run_dir / "localisation.json", problems),
+        "localisation": _read_json(run.localisation_file, problems),
         "limits": _limits(model, test, robustness, calibration, evaluations),
         "problems": problems,
         **_images(run_dir),
     }
     html = _environment().get_template("run_report.html").render(**context)
-    return write_atomic(run_dir / "report.html", html)
+    return write_atomic(run.report_file, html)
 
 
 def render_comparison_report(compare_dir: str | Path) -> Path:
@@ -370,7 +362,7 @@ def render_comparison_report(compare_dir: str | Path) -> Path:
         plots.plot_comparison(rows, chart, metric="accuracy")
     for row in rows:
         run = row.get("run")
-        has_report = bool(run) and (compare_dir / run / "report.html").is_file()
+        has_report = bool(run) and RunFolder(compare_dir / run).report_file.is_file()
         row["link"] = f"{run}/report.html" if has_report else None
     names = [r["name"] for r in rows]
     pvalues = {(m["model_a"], m["model_b"]): m for m in doc.get("mcnemar") or []}

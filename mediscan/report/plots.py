@@ -4,7 +4,7 @@ nothing opens a window, no global state is touched and it is safe in threads.
 
 Standard file names in a run's `plots/` folder (the HTML report looks for these):
 history.png, confusion.png, confusion_normalized.png, roc.png, reliability.png,
-robustness.png, worst_errors.png, augmented.png, cam_*.png; comparison.png for compare.
+robustness.png, worst_errors.png, cam_*.png; comparison.png for compare.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def _as_hwc(img) -> np.ndarray:
 
 
 def plot_gallery(images: Sequence, titles: Sequence[str], path: str | Path, ncols: int = 4) -> Path:
-    """Grid of images with titles (worst errors, augmented samples, Grad-CAM overlays)."""
+    """Grid of images with titles (worst errors, Grad-CAM overlays)."""
     n = max(1, len(images))
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -31,6 +30,7 @@ import mediscan
 from mediscan.data.readers import UPLOAD_BUDGET, DecodeBudget
 from mediscan.explain import DEFAULT_ALPHA, DEFAULT_METHOD, explain, overlay, to_rgb
 from mediscan.predict import Classifier, Prediction
+from mediscan.run_folder import RunFolder
 from mediscan.serve.batching import MicroBatcher
 from mediscan.serve.uploads import (
     ENVELOPE_BYTES,
@@ -192,10 +192,10 @@ def describe_model(classifier: Classifier, run_dir: str | Path | None = None) ->
 
 def headline_metrics(run_dir: str | Path | None) -> dict | None:
     """metrics.json's test headline (value and 95% CI per metric) and test size, if present."""
-    path = Path(run_dir) / "metrics.json" if run_dir is not None else None
-    if path is None or not path.is_file():
+    run = RunFolder(run_dir) if run_dir is not None else None
+    if run is None or not run.metrics_file.is_file():
         return None
-    test = json.loads(path.read_text()).get("test", {})
+    test = run.read_metrics().get("test", {})
     return {"test_images": test.get("n"), **test.get("headline", {})}
 
 

@@ -67,10 +67,3 @@ def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
     dist.broadcast(tensor, src=0)
     return bool(tensor.item())
 
-
-def mean_across_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Average a metric tensor over ranks (for logging)."""
-    if info.enabled:
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-        value /= info.world_size
-    return value

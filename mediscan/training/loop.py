@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from mediscan.augment import BatchAugment
+from mediscan.forward import autocast_for, uses_channels_last
 from mediscan.lesion_synthesis import LesionSynthesis
-from mediscan.inference import autocast_for, uses_channels_last
 
 
 @dataclass
@@ -27,9 +27,6 @@ class Budget:
     step: int = 0
     started: float = 0.0
     step_seconds: float = 0.0  # the last step's duration: a step that would overrun is not begun
-
-    def start(self) -> None:
-        self.started = self.started or time.perf_counter()
 
     @property
     def progress(self) -> float:

@@ -35,7 +35,7 @@ class Recipe:
     schedule: str = "onecycle"  # onecycle | cosine | constant
     warmup: float = 0.1  # fraction of training spent warming up (onecycle)
     label_smoothing: float = 0.1
-    augment: str = "auto"  # a preset of mediscan.augment.PRESETS, or "auto" (trainer.augmentation_for)
+    augment: str = "auto"  # a preset of mediscan.augment.PRESETS, or "auto" (data.prepare.augmentation_for)
     balance: str = "sampler"  # none | weights | sampler
     lesions: float = 0.0  # brain MRI ("mri" augmentation): share of normal images given a synthetic lesion
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -83,9 +83,11 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "default",
             "mediscan's recipe: ResNet-18 from scratch, preprocessing chosen from the data (crop, "
-            "intensity, normalisation), aspect-preserving resize, strong geometric + photometric augmentation, "
+            "intensity, normalisation), aspect-preserving resize, strong geometric + photometric augmentation "
+            "(brain MRI: random contrast, brain extraction, synthetic lesions in 35% of the normal images), "
             "AdamW one-cycle, label smoothing, balanced sampling, duplicate-aware split",
             model="resnet18", input_size=224, epochs=40, batch_size=128, lr=3e-3, patience=None,
+            lesions=0.35,
         ),
         Recipe(
             "cpu",
@@ -93,7 +95,7 @@ RECIPES: dict[str, Recipe] = {
             "first two stages frozen, fine-tuned at 128 px with the default preprocessing and "
             "augmentation in a 10-minute budget",
             model="efficientnet_lite0", pretrained=True, freeze_early=True, input_size=128,
-            epochs=10, batch_size=48, lr=2e-3, weight_decay=0.01, time_budget=600.0,
+            epochs=10, batch_size=48, lr=2e-3, weight_decay=0.01, time_budget=600.0, lesions=0.35,
         ),
         Recipe(
             "demo",

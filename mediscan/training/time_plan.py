@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
-from mediscan.inference import images_per_second
+from mediscan.forward import batched_logits, images_per_second
 
 REPORT_SECONDS = 12.0  # metrics with 1,000 bootstrap resamples, plots and report.html (measured: 6-9 s)
 SAFETY = 0.02  # fraction of the budget kept back for what is not estimated (imports, writes)
@@ -52,7 +53,8 @@ class TimePlan:
         """Time a forward pass over a few images (after a warm-up) for the finishing estimate."""
         sample = np.asarray(images[:PROBE_IMAGES])
         if len(sample):
-            rate = images_per_second(model, sample, mean=mean, std=std, device=device, repeats=1)
+            rate = images_per_second(partial(batched_logits, model, mean=mean, std=std, device=device),
+                                     sample, device=device, repeats=1)
             self.observe(len(sample), len(sample) / rate)
 
     def observe(self, images: int, seconds: float) -> None:

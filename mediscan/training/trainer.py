@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import copy
-import csv
-import io
-import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +12,17 @@ import torch
 from torch import nn
 
 from mediscan.augment import BatchAugment
-from mediscan.bundle import load_checkpoint, save_bundle, save_checkpoint
-from mediscan.bundle_meta import MAX_CLASSES
-from mediscan.data.cache import DecodedImages, load_images
-from mediscan.data.characterise import Characterisation, characterise
-from mediscan.data.folders import ImageFolder, scan_folder
-from mediscan.data.split import Split
+from mediscan.bundle import save_bundle
+from mediscan.data.characterise import Characterisation
+from mediscan.data.prepare import Prepared, prepare_data
 from mediscan.evaluation.calibration import fit_temperature
-from mediscan.files import read_json, write_atomic, write_json
-from mediscan.inference import batched_logits, pick_device, uses_channels_last
+from mediscan.forward import batched_logits, pick_device, uses_channels_last
 from mediscan.lesion_synthesis import LesionConfig, LesionSynthesis, lesion_classes
 from mediscan.models import count_parameters, create_model, model_config
 from mediscan.ood import MAX_FIT_IMAGES, fit_detector
 from mediscan.progress import console, progress_bar
+from mediscan.run_folder import RunFolder
 from mediscan.training import distributed
-from mediscan.training.data_split import make_split
 from mediscan.training.loop import (
     BatchPipeline,
     Budget,
@@ -38,103 +30,16 @@ from mediscan.training.loop import (
     image_source,
     train_one_epoch,
 )
+from mediscan.training.optim import create_criterion, create_optimizer, set_learning_rate
 from mediscan.training.recipes import Recipe, get_recipe
-from mediscan.training.schedule import lr_at
+from mediscan.training.run_state import FitResult, RunState
 from mediscan.training.time_plan import TimePlan
-from mediscan.transforms import Preprocess
-
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
-
-
-@dataclass
-class Prepared:
-    """A data set decoded and split for one run."""
-
-    folder: ImageFolder
-    decoded: DecodedImages
-    split: Split
-    indices: dict[str, np.ndarray]
-    preprocess: Preprocess
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    recipe: Recipe  # with the preprocessing chosen from the data filled in
-    characterisation: Characterisation | None = None  # None: the recipe fixed every choice
 
 
 def resolve_recipe(recipe: Recipe | str, **overrides) -> Recipe:
     """A recipe by name or object, with CLI overrides applied."""
     base = get_recipe(recipe) if isinstance(recipe, str) else recipe
     return base.with_overrides(**overrides)
-
-
-def augmentation_for(found: Characterisation) -> str:
-    """"mri" (random contrast curves, brain extraction) for grey objects on black that get the
-    head crop, so neither contrast nor skull can stand in for a label; "strong" for the rest."""
-    return "mri" if found.crop_foreground and not found.colour else "strong"
-
-
-def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
-                         progress: bool = True) -> tuple[Recipe, Characterisation | None]:
-    """The recipe with its "auto" preprocessing fields chosen from the data, and the findings."""
-    auto = recipe.auto_fields()
-    if not auto:
-        return recipe, None
-    found = characterise(folder, progress=progress)
-    chosen = {"channels": model_config(recipe.model).channels, "crop_foreground": found.crop_foreground,
-              "clip_percentiles": found.clip_percentiles, "normalization": found.normalization,
-              "augment": augmentation_for(found)}
-    if progress:
-        console.print(f"preprocessing chosen from {found.images} images ({', '.join(auto)}):")
-        for reason in found.reasons:
-            console.print(f"  {reason}")
-        if "augment" in auto:
-            console.print(f"  augmentation: {chosen['augment']}")
-    return dataclasses.replace(recipe, **{name: chosen[name] for name in auto}), found
-
-
-def preprocess_for(recipe: Recipe) -> Preprocess:
-    """The preprocessing a recipe implies (input size defaults to the model's); no "auto" left."""
-    auto = recipe.auto_fields()
-    if auto:
-        raise ValueError(f"recipe {recipe.name!r}: {', '.join(auto)} still 'auto'; choose them from the "
-                         "data first (choose_preprocessing) or give fixed values")
-    size = recipe.input_size or model_config(recipe.model).input_size
-    return Preprocess(size=size, channels=recipe.channels, fit=recipe.fit,
-                      crop_foreground=recipe.crop_foreground,
-                      clip_percentiles=recipe.clip_percentiles)
-
-
-def _normalisation(recipe: Recipe, images: np.ndarray, train_index: np.ndarray):
-    """The model's mean/std, or (recipe 5) the training images' own per-channel mean/std."""
-    if recipe.normalization == "dataset":
-        sample = np.asarray(images[np.sort(train_index[:2000])], dtype=np.float32) / 255.0
-        return tuple(sample.mean(axis=(0, 2, 3)).tolist()), tuple(sample.std(axis=(0, 2, 3)).tolist())
-    cfg = model_config(recipe.model)
-    return tuple(cfg.mean[: recipe.channels]), tuple(cfg.std[: recipe.channels])
-
-
-def prepare_data(data: Path, recipe: Recipe, *, split_file: Path | None = None,
-                 workers: int | None = None, progress: bool = True,
-                 cache_dir: Path | None = None) -> Prepared:
-    """Scan, decode (cached) and split; unreadable files are reported and left out."""
-    folder = scan_folder(data)
-    if len(folder.classes) < 2:
-        raise ValueError(f"{data}: found one class ({folder.classes[0]}); point at the folder "
-                         "that holds the class folders (e.g. DATA/cell_images, not DATA)")
-    if len(folder.classes) > MAX_CLASSES:
-        raise ValueError(f"{data}: {len(folder.classes)} class folders, more than the {MAX_CLASSES} "
-                         "a model can have; point at the folder that holds the class folders")
-    recipe, found = choose_preprocessing(folder, recipe, progress=progress)
-    preprocess = preprocess_for(recipe)
-    decoded = load_images(folder, preprocess, workers=workers, progress=progress,
-                          cache_dir=cache_dir)
-    if split_file is not None and split_file.exists():
-        split = Split.load(split_file)
-    else:
-        split = make_split(folder, decoded.ok, recipe, workers=workers, progress=progress)
-    indices = split.indices(folder)
-    mean, std = _normalisation(recipe, decoded.images, indices["train"])
-    return Prepared(folder, decoded, split, indices, preprocess, mean, std, recipe, found)
 
 
 def lesion_synthesis_for(recipe: Recipe, classes: list[str], *, seed: int) -> LesionSynthesis | None:
@@ -155,32 +60,6 @@ def freeze_early_layers(model: nn.Module, model_name: str) -> int:
     return frozen
 
 
-def _optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
-    fused = {"fused": True} if device.type == "cuda" else {}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim > 1]
-    no_decay = [p for p in trainable if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=recipe.lr, **fused)
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=recipe.lr, **fused)
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
-    if recipe.optimizer == "adadelta":
-        return torch.optim.Adadelta(groups, lr=recipe.lr)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose adamw, adam, sgd or adadelta")
-
-
-def _criterion(recipe: Recipe, labels: np.ndarray, num_classes: int, device) -> nn.Module:
-    weight = None
-    if recipe.balance == "weights":
-        counts = np.bincount(labels, minlength=num_classes).clip(min=1)
-        weight = torch.tensor(len(labels) / (num_classes * counts), dtype=torch.float32, device=device)
-    return nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing)
-
-
 def _evaluate_split(model: nn.Module, prepared: Prepared, name: str, device: torch.device,
                     tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(logits, labels) of one split."""
@@ -190,7 +69,7 @@ def _evaluate_split(model: nn.Module, prepared: Prepared, name: str, device: tor
     return logits, prepared.folder.labels[index]
 
 
-def _val_metrics(model, prepared, device, criterion, plan: TimePlan | None = None) -> tuple[dict, np.ndarray]:
+def validate(model, prepared, device, criterion, plan: TimePlan | None = None) -> tuple[dict, np.ndarray]:
     """(validation loss and accuracy, validation logits); the pass is timed for the time plan."""
     began = time.perf_counter()
     logits, labels = _evaluate_split(model, prepared, "val", device)
@@ -202,125 +81,101 @@ def _val_metrics(model, prepared, device, criterion, plan: TimePlan | None = Non
     return {"val_loss": float(loss), "val_acc": float((logits.argmax(1) == labels).mean())}, logits
 
 
-def _write_history(run_dir: Path, history: list[dict]) -> None:
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(history)
-    write_atomic(run_dir / "history.csv", text.getvalue())
+def _parallel(model: nn.Module, dist_info: distributed.DistInfo, device: torch.device,
+              compile_model: bool) -> nn.Module:
+    """The network the training step calls: DDP-wrapped under torchrun, compiled if asked."""
+    if dist_info.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
+    return torch.compile(model) if compile_model else model
 
 
-def _is_better(row: dict, best: dict | None) -> bool:
-    """Higher validation accuracy wins; lower validation loss breaks ties."""
-    if best is None:
-        return True
-    if np.isnan(row["val_acc"]):
-        return True
-    key = (row["val_acc"], -row["val_loss"])
-    return key > (best["val_acc"], -best["val_loss"])
+def _pipeline(prepared: Prepared, train_index: np.ndarray, recipe: Recipe, device: torch.device,
+              rank: int) -> BatchPipeline:
+    """The training images and labels on their way to the device, augmented per rank."""
+    return BatchPipeline(
+        images=image_source(prepared.decoded.images, train_index, device),
+        labels=torch.as_tensor(prepared.folder.labels[train_index], device=device),
+        mean=torch.tensor(prepared.mean, device=device).view(1, -1, 1, 1),
+        std=torch.tensor(prepared.std, device=device).view(1, -1, 1, 1),
+        device=device, augment=BatchAugment(recipe.augment, seed=recipe.seed + rank),
+        lesions=lesion_synthesis_for(recipe, prepared.folder.classes, seed=recipe.seed + rank),
+    )
 
 
-@dataclass
-class FitResult:
-    history: list[dict]
-    best_state: dict
-    best_epoch: int
-    seconds: float
-    images_per_second: float
-    images_seen: int = 0
-    best_val_logits: np.ndarray | None = None  # None after a resume that kept an older best
+def _announce_lesions(lesions: LesionSynthesis | None, classes: list[str]) -> None:
+    if lesions is not None:
+        console.print(f"synthetic lesions: {lesions.config.probability:.0%} of the {classes[lesions.normal]} "
+                      f"training images get one and count as {classes[lesions.lesion]}")
+
+
+def _budget(recipe: Recipe, n_train: int, dist_info: distributed.DistInfo, state: RunState,
+            plan: TimePlan | None) -> Budget:
+    """Steps and seconds the loop may use, counting what a resumed run already spent."""
+    steps_per_epoch = max(1, math.ceil(n_train / dist_info.world_size / recipe.batch_size))
+    budget = Budget(total_steps=steps_per_epoch * recipe.epochs, seconds=recipe.time_budget,
+                    step=state.step, started=time.perf_counter() - state.train_seconds)
+    _fit_to_plan(budget, plan)
+    return budget
+
+
+def _fit_to_plan(budget: Budget, plan: TimePlan | None) -> None:
+    """The loop's seconds: what the whole command's time plan leaves (refined as it measures)."""
+    if plan is not None:
+        budget.seconds = plan.training_seconds(budget.started)
+
+
+def _replayed_generator(recipe: Recipe, labels: torch.Tensor, epochs_done: int) -> torch.Generator:
+    """The sampling generator advanced past the epochs already trained (a resumed run draws as a fresh one)."""
+    generator = torch.Generator().manual_seed(recipe.seed)
+    for _ in range(epochs_done):
+        epoch_order(labels, balance=recipe.balance, generator=generator)
+    return generator
+
+
+def _announce_epoch(row: dict) -> None:
+    console.print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} "
+                  f"| val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} | {row['seconds']:.0f}s")
 
 
 def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.device,
         run_dir: Path, dist_info: distributed.DistInfo, progress: bool = True,
         resume: bool = False, compile_model: bool = False, plan: TimePlan | None = None) -> FitResult:
     """The epoch loop: train, validate, keep the best weights, stop early or on the time budget."""
-    labels_all = prepared.folder.labels
     train_index = np.sort(prepared.indices["train"])
-    raw_model = model
-    optimizer = _optimizer(raw_model, recipe, device)
-    criterion = _criterion(recipe, labels_all[train_index], len(prepared.folder.classes), device)
-    state = {"epoch": 0, "history": [], "best": None, "train_seconds": 0.0, "step": 0}
-    best_state = None
-    if resume:
-        state, best_state = load_checkpoint(run_dir, raw_model, optimizer)
-    if dist_info.enabled:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist_info.local_rank] if device.type == "cuda" else None)
-    if compile_model:
-        model = torch.compile(model)
-    pipeline = BatchPipeline(
-        images=image_source(prepared.decoded.images, train_index, device),
-        labels=torch.as_tensor(labels_all[train_index], device=device),
-        mean=torch.tensor(prepared.mean, device=device).view(1, -1, 1, 1),
-        std=torch.tensor(prepared.std, device=device).view(1, -1, 1, 1),
-        device=device, augment=BatchAugment(recipe.augment, seed=recipe.seed + dist_info.rank),
-        lesions=lesion_synthesis_for(recipe, prepared.folder.classes, seed=recipe.seed + dist_info.rank),
-    )
-    if pipeline.lesions is not None and progress and dist_info.is_main:
-        classes = prepared.folder.classes
-        console.print(f"synthetic lesions: {recipe.lesions:.0%} of the {classes[pipeline.lesions.normal]} "
-                      f"training images get one and count as {classes[pipeline.lesions.lesion]}")
-    steps_per_epoch = max(1, math.ceil(len(train_index) / dist_info.world_size / recipe.batch_size))
-    budget = Budget(total_steps=steps_per_epoch * recipe.epochs, seconds=recipe.time_budget,
-                    step=state["step"])
-    budget.started = time.perf_counter() - state["train_seconds"]
-    if plan is not None:
-        budget.seconds = plan.training_seconds(budget.started)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    for _ in range(state["epoch"]):
-        epoch_order(pipeline.labels, balance=recipe.balance, generator=generator)
-    best_state = best_state or copy.deepcopy(raw_model.state_dict())
-    best_epoch = state["best"]["epoch"] if state["best"] else state["epoch"]
-    best_val_logits = None
-
-    def set_lr(progress_now: float) -> float:
-        lr = lr_at(progress_now, base_lr=recipe.lr, schedule=recipe.schedule, warmup=recipe.warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        return lr
-
-    images_seen, fit_seconds = 0, 0.0
-    for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
+    optimizer = create_optimizer(model, recipe, device)
+    criterion = create_criterion(recipe, prepared.folder.labels[train_index], len(prepared.folder.classes),
+                                 device)
+    state = RunState.begin(run_dir, model, optimizer, resume=resume)
+    network = _parallel(model, dist_info, device, compile_model)
+    pipeline = _pipeline(prepared, train_index, recipe, device, dist_info.rank)
+    if progress and dist_info.is_main:
+        _announce_lesions(pipeline.lesions, prepared.folder.classes)
+    budget = _budget(recipe, len(train_index), dist_info, state, plan)
+    generator = _replayed_generator(recipe, pipeline.labels, state.epoch)
+    for epoch in range(state.epoch + 1, recipe.epochs + 1):
         order = distributed.shard(
             epoch_order(pipeline.labels, balance=recipe.balance, generator=generator), dist_info)
-        with progress_bar(f"epoch {epoch}/{recipe.epochs}", len(order),
-                          progress and dist_info.is_main) as advance:
-            row = train_one_epoch(model, optimizer, criterion, pipeline, order,
-                                  batch_size=recipe.batch_size, budget=budget, set_lr=set_lr,
-                                  on_batch=lambda n, status: advance(n, status))
-        images_seen += row["images"] * dist_info.world_size
-        fit_seconds += row["seconds"]
+        with progress_bar(f"epoch {epoch}/{recipe.epochs}", len(order), progress and dist_info.is_main) as advance:
+            row = train_one_epoch(network, optimizer, criterion, pipeline, order, batch_size=recipe.batch_size,
+                                  budget=budget, set_lr=partial(set_learning_rate, optimizer, recipe),
+                                  on_batch=advance)
+        state.count(row, dist_info.world_size)
         stop = False
         if dist_info.is_main:
-            metrics, val_logits = _val_metrics(raw_model, prepared, device, criterion, plan)
-            row.update(metrics)
-            if plan is not None:
-                budget.seconds = plan.training_seconds(budget.started)
-            row.update(epoch=epoch, lr=optimizer.param_groups[0]["lr"],
+            metrics, val_logits = validate(model, prepared, device, criterion, plan)
+            row.update(metrics, epoch=epoch, lr=optimizer.param_groups[0]["lr"],
                        seconds=time.perf_counter() - budget.started)
-            state["history"].append(row)
-            if _is_better(row, state["best"]):
-                state["best"] = {k: row[k] for k in ("epoch", "val_acc", "val_loss")}
-                best_state, best_epoch = copy.deepcopy(raw_model.state_dict()), epoch
-                best_val_logits = val_logits
+            _fit_to_plan(budget, plan)
+            state.record(row, model, val_logits)
             if progress:
-                console.print(f"epoch {epoch}: train loss {row['train_loss']:.4f} acc "
-                              f"{row['train_acc']:.4f} | val loss {row['val_loss']:.4f} acc "
-                              f"{row['val_acc']:.4f} | {row['seconds']:.0f}s")
-            state.update(epoch=epoch, step=budget.step,
-                         train_seconds=time.perf_counter() - budget.started)
-            save_checkpoint(run_dir, raw_model, optimizer, state,
-                            best=None if best_epoch == epoch else best_state)
-            _write_history(run_dir, state["history"])
-            patience_over = (recipe.patience is not None
-                             and epoch - state["best"]["epoch"] >= recipe.patience)
-            stop = patience_over or budget.exhausted
+                _announce_epoch(row)
+            state.save(run_dir, model, optimizer, epoch=epoch, step=budget.step,
+                       train_seconds=time.perf_counter() - budget.started)
+            stop = state.patience_over(recipe.patience) or budget.exhausted
         if distributed.broadcast_flag(stop, dist_info, device):
             break
-    return FitResult(state["history"], best_state, best_epoch,
-                     time.perf_counter() - budget.started, images_seen / max(fit_seconds, 1e-9),
-                     images_seen, best_val_logits)
+    return state.result(budget.started)
 
 
 def _data_summary(prepared: Prepared) -> dict:
@@ -418,12 +273,12 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
     reuses another run's split.json (identical splits for comparisons)."""
     run_dir = Path(out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(run_dir)
     started = time.perf_counter()
     torch_device = pick_device(device)
     named = recipe is not None
     if resume:
-        recipe = Recipe.from_dict(read_json(run_dir / "recipe.json",
-                                            fix="train again without --resume"))
+        recipe = Recipe.from_dict(run.read_recipe())
     recipe = resolve_recipe(recipe or default_recipe_for(torch_device), **overrides)
     dist_info = distributed.setup(torch_device.type)
     if dist_info.enabled and torch_device.type == "cuda":
@@ -431,13 +286,13 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
     if dist_info.is_main and progress:
         _announce_recipe(recipe, named or resume, torch_device)
     torch.manual_seed(recipe.seed)
-    write_json(run_dir / "recipe.json", recipe.to_dict())
-    prepared = prepare_data(Path(data), recipe, split_file=run_dir / "split.json" if resume else split_from,
+    run.write_recipe(recipe.to_dict())
+    prepared = prepare_data(Path(data), recipe, split_file=run.split_file if resume else split_from,
                             workers=workers, progress=progress and dist_info.is_main,
                             cache_dir=cache_dir)
     recipe = prepared.recipe
     if dist_info.is_main:
-        prepared.split.save(run_dir / "split.json")
+        run.write_split(prepared.split)
         _announce_failures(prepared)
     model = create_model(recipe.model, len(prepared.folder.classes), pretrained=recipe.pretrained)
     if recipe.freeze_early:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -59,6 +60,14 @@ def captured_inputs(layer: nn.Module | None):
         handle.remove()
 
 
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    """Float logits of a normalised batch; `tta` averages them with the horizontal flip's."""
+    logits = model(x).float()
+    if tta:
+        logits = (logits + model(torch.flip(x, dims=[3])).float()) / 2
+    return logits
+
+
 @torch.inference_mode()
 def batched_outputs(model: nn.Module, images: np.ndarray | torch.Tensor, *, mean, std,
                     device: torch.device | str = "cpu", batch_size: int = 256, tta: bool = False,
@@ -74,9 +83,7 @@ def batched_outputs(model: nn.Module, images: np.ndarray | torch.Tensor, *, mean
         if uses_channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_for(device), captured_inputs(feature_layer) as features:
-            logits = model(x).float()
-            if tta:
-                logits = (logits + model(torch.flip(x, dims=[3])).float()) / 2
+            logits = tta_logits(model, x, tta)
         logits_out.append(logits.cpu())
         if features:
             features_out.append((sum(features) / len(features)).cpu())
@@ -94,17 +101,17 @@ def batched_logits(model: nn.Module, images: np.ndarray | torch.Tensor, *, mean,
                            batch_size=batch_size, tta=tta).logits
 
 
-def images_per_second(model: nn.Module, images: np.ndarray, *, mean, std,
-                      device: torch.device | str = "cpu", batch_size: int = 256,
-                      repeats: int = 3) -> float:
-    """Inference throughput on these images (best of `repeats`, after one warm-up pass)."""
+def images_per_second(logits_of: Callable[[np.ndarray], np.ndarray], images: np.ndarray, *,
+                      device: torch.device | str = "cpu", batch_size: int = 256, repeats: int = 3) -> float:
+    """Throughput of `logits_of` (e.g. `Classifier.logits_batch`) on these images (best of `repeats`,
+    after one warm-up pass)."""
     sample = np.asarray(images[:batch_size])
-    batched_logits(model, sample[:8], mean=mean, std=std, device=device)
+    logits_of(sample[:8])
     best = float("inf")
     for _ in range(repeats):
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        batched_logits(model, sample, mean=mean, std=std, device=device, batch_size=batch_size)
+        logits_of(sample)
         best = min(best, time.perf_counter() - started)
     return len(sample) / best

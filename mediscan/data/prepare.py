@@ -1,0 +1,134 @@
+"""Data preparation: a folder of labelled images decoded and split for a run.
+
+`prepare_data` (training) scans the folder, chooses the "auto" preprocessing from the data,
+decodes every image once (cached), splits and picks the normalisation. `load_run_data`
+(evaluate, robustness, compare, OOD calibration) rebuilds a finished run's view of its data from
+what the run recorded: model.json's preprocessing and mean/std, and split.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mediscan.bundle_meta import MAX_CLASSES
+from mediscan.data.cache import DecodedImages, load_images
+from mediscan.data.characterise import Characterisation, characterise
+from mediscan.data.folders import ImageFolder, scan_folder
+from mediscan.data.split import Split, split_run
+from mediscan.models import model_config
+from mediscan.progress import console
+from mediscan.run_folder import RunFolder
+from mediscan.training.recipes import Recipe
+from mediscan.transforms import Preprocess
+
+
+@dataclass
+class Prepared:
+    """A data set decoded and split for one run."""
+
+    folder: ImageFolder
+    decoded: DecodedImages
+    split: Split
+    indices: dict[str, np.ndarray]
+    preprocess: Preprocess
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    recipe: Recipe | None = None  # with the preprocessing chosen from the data (None: a finished run's)
+    characterisation: Characterisation | None = None  # None: the recipe fixed every choice
+
+
+def augmentation_for(found: Characterisation) -> str:
+    """"mri" (random contrast curves, brain extraction) for grey objects on black that get the
+    head crop, so neither contrast nor skull can stand in for a label; "strong" for the rest."""
+    return "mri" if found.crop_foreground and not found.colour else "strong"
+
+
+def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
+                         progress: bool = True) -> tuple[Recipe, Characterisation | None]:
+    """The recipe with its "auto" preprocessing fields chosen from the data, and the findings."""
+    auto = recipe.auto_fields()
+    if not auto:
+        return recipe, None
+    found = characterise(folder, progress=progress)
+    chosen = {"channels": model_config(recipe.model).channels, "crop_foreground": found.crop_foreground,
+              "clip_percentiles": found.clip_percentiles, "normalization": found.normalization,
+              "augment": augmentation_for(found)}
+    if progress:
+        console.print(f"preprocessing chosen from {found.images} images ({', '.join(auto)}):")
+        for reason in found.reasons:
+            console.print(f"  {reason}")
+        if "augment" in auto:
+            console.print(f"  augmentation: {chosen['augment']}")
+    return dataclasses.replace(recipe, **{name: chosen[name] for name in auto}), found
+
+
+def preprocess_for(recipe: Recipe) -> Preprocess:
+    """The preprocessing a recipe implies (input size defaults to the model's); no "auto" left."""
+    auto = recipe.auto_fields()
+    if auto:
+        raise ValueError(f"recipe {recipe.name!r}: {', '.join(auto)} still 'auto'; choose them from the "
+                         "data first (choose_preprocessing) or give fixed values")
+    size = recipe.input_size or model_config(recipe.model).input_size
+    return Preprocess(size=size, channels=recipe.channels, fit=recipe.fit,
+                      crop_foreground=recipe.crop_foreground,
+                      clip_percentiles=recipe.clip_percentiles)
+
+
+def _normalisation(recipe: Recipe, images: np.ndarray, train_index: np.ndarray):
+    """The model's mean/std, or (recipe 5) the training images' own per-channel mean/std."""
+    if recipe.normalization == "dataset":
+        sample = np.asarray(images[np.sort(train_index[:2000])], dtype=np.float32) / 255.0
+        return tuple(sample.mean(axis=(0, 2, 3)).tolist()), tuple(sample.std(axis=(0, 2, 3)).tolist())
+    cfg = model_config(recipe.model)
+    return tuple(cfg.mean[: recipe.channels]), tuple(cfg.std[: recipe.channels])
+
+
+def prepare_data(data: Path, recipe: Recipe, *, split_file: Path | None = None,
+                 workers: int | None = None, progress: bool = True,
+                 cache_dir: Path | None = None) -> Prepared:
+    """Scan, decode (cached) and split; unreadable files are reported and left out."""
+    folder = _class_folders(data)
+    recipe, found = choose_preprocessing(folder, recipe, progress=progress)
+    preprocess = preprocess_for(recipe)
+    decoded = load_images(folder, preprocess, workers=workers, progress=progress,
+                          cache_dir=cache_dir)
+    if split_file is not None and split_file.exists():
+        split = Split.load(split_file)
+    else:
+        split = split_run(folder, decoded.ok, fractions=recipe.fractions, seed=recipe.seed,
+                          group_duplicates=recipe.group_duplicates, workers=workers, progress=progress)
+    indices = split.indices(folder)
+    mean, std = _normalisation(recipe, decoded.images, indices["train"])
+    return Prepared(folder, decoded, split, indices, preprocess, mean, std, recipe, found)
+
+
+def _class_folders(data: Path) -> ImageFolder:
+    """The scanned folder; refused with what to do when it holds one class or too many."""
+    folder = scan_folder(data)
+    if len(folder.classes) < 2:
+        raise ValueError(f"{data}: found one class ({folder.classes[0]}); point at the folder "
+                         "that holds the class folders (e.g. DATA/cell_images, not DATA)")
+    if len(folder.classes) > MAX_CLASSES:
+        raise ValueError(f"{data}: {len(folder.classes)} class folders, more than the {MAX_CLASSES} "
+                         "a model can have; point at the folder that holds the class folders")
+    return folder
+
+
+def load_run_data(run_dir: str | Path, meta: dict, *, workers: int | None = None,
+                  progress: bool = True) -> Prepared:
+    """A finished run's data set, decoded with the preprocessing model.json records and split by
+    its split.json (never a new split: that would mix training images into the test set)."""
+    run = RunFolder(run_dir)
+    root = Path(meta["data"]["root"])
+    if not root.exists():
+        raise ValueError(f"{run.path}: its training data {root} is not on this machine; evaluate "
+                         "on a folder you have instead: mediscan evaluate RUN DATA")
+    split = run.read_split()
+    folder = scan_folder(root)
+    preprocess = Preprocess.from_dict(meta["preprocess"])
+    decoded = load_images(folder, preprocess, workers=workers, progress=progress)
+    return Prepared(folder, decoded, split, split.indices(folder), preprocess, tuple(meta["mean"]),
+                    tuple(meta["std"]))

@@ -1,0 +1,46 @@
+"""The optimizer, the loss and the learning rate a recipe asks for."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from mediscan.training.recipes import Recipe
+from mediscan.training.schedule import lr_at
+
+OPTIMIZERS = ("adamw", "adam", "sgd", "adadelta")
+
+
+def create_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
+    """The recipe's optimizer over the trainable parameters; no weight decay on biases and norms."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": recipe.weight_decay},
+              {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=recipe.lr, **fused)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=recipe.lr, **fused)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
+    if recipe.optimizer == "adadelta":
+        return torch.optim.Adadelta(groups, lr=recipe.lr)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
+
+
+def create_criterion(recipe: Recipe, labels: np.ndarray, num_classes: int, device) -> nn.Module:
+    """Cross-entropy with the recipe's label smoothing and, for `balance="weights"`, class weights."""
+    weight = None
+    if recipe.balance == "weights":
+        counts = np.bincount(labels, minlength=num_classes).clip(min=1)
+        weight = torch.tensor(len(labels) / (num_classes * counts), dtype=torch.float32, device=device)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, recipe: Recipe, progress: float) -> float:
+    """Set every group's learning rate to the recipe's schedule at `progress` (0..1); returns it."""
+    lr = lr_at(progress, base_lr=recipe.lr, schedule=recipe.schedule, warmup=recipe.warmup)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
