@@ -141,6 +141,18 @@ def test_cam_pointing_prints_hit_rates_per_layer(tiny_run, env):
 
 
 @pytest.mark.slow
+def test_inference_speed_times_both_backends_and_checks_they_agree(tiny_run, env):
+    done = run_script("inference_speed.py", str(tiny_run), "--n", "8", "--batch", "4", "--repeats", "1",
+                      env=env)
+    assert done.stdout.startswith("command: ") and "images/s" in done.stdout
+    result = last_json(done.stdout)
+    assert set(result["backends"]) == {"torch", "onnx"} and 0 < result["images"] <= 8
+    onnx = result["backends"]["onnx"]
+    assert onnx["max_abs_probability_difference"] < 1e-4 and onnx["top_class_differs"] == 0
+    assert all(row["images_per_second"] > 0 for row in result["backends"].values())
+
+
+@pytest.mark.slow
 def test_ood_prints_flagged_fractions_and_auroc(tiny_run, env, tmp_path):
     done = run_script("ood.py", str(tiny_run), "--n", "6", "--chest", str(tmp_path / "none.npz"),
                       "--device", "cpu", env=env)

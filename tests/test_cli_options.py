@@ -93,6 +93,12 @@ def test_predict_refuses_bad_abstain_threshold(run, tmp_path, value):
     assert result.exit_code == 2 and "must lie in [0, 1)" in text(result)
 
 
+@pytest.mark.parametrize("value", ["1.5", "nan", "-0.1"])
+def test_train_refuses_a_lesion_share_outside_0_1(tmp_path, value):
+    result = invoke("train", tmp_path, "--lesions", value)
+    assert result.exit_code == 2 and "must be a share between 0 and 1" in text(result)
+
+
 @pytest.fixture
 def odd_folder(tmp_path):
     """Two good PNGs, a FIFO, a symbolic link loop and a dangling link."""

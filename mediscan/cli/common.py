@@ -73,6 +73,13 @@ def check_probability(value: float | None) -> float | None:
         raise typer.BadParameter(str(error)) from None
 
 
+def check_share(value: float | None) -> float | None:
+    """Typer callback for a share of images: a number in [0, 1] (nan refused), else usage error."""
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"must be a share between 0 and 1, got {value}")
+    return value
+
+
 def check_positive(value: float) -> float:
     """Typer callback: a finite number > 0."""
     if not (math.isfinite(value) and value > 0):

@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 import typer
 from rich.table import Table
 
-from mediscan.cli.common import EXIT_INTERRUPTED, emit_json, fail, parse_duration, user_errors
+from mediscan.cli.common import EXIT_INTERRUPTED, check_share, emit_json, fail, parse_duration, user_errors
 from mediscan.progress import console
 from mediscan.training.distributed import is_main_process
 
@@ -82,7 +82,8 @@ def train(
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet weights."),
     seed: Optional[int] = typer.Option(None, help="Random seed (split, init, augmentation)."),
     patience: Optional[int] = typer.Option(None, help="Early stopping patience in epochs."),
-    time_budget: Optional[str] = typer.Option(None, help="Fit training into a budget, e.g. 10m."),
+    time_budget: Optional[str] = typer.Option(
+        None, help="Fit the whole command into a budget, e.g. 10m (0: no budget)."),
     balance: Optional[str] = typer.Option(None, help="none | weights | sampler."),
     crop: Optional[bool] = typer.Option(
         None, "--crop/--no-crop", help="Crop to the object on a dark background (default: chosen from the data)."),
@@ -90,6 +91,9 @@ def train(
     ordinal: Optional[bool] = typer.Option(
         None, "--ordinal/--no-ordinal", help="Labels are ordered grades: also report quadratic-weighted kappa."),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (h-flip)."),
+    lesions: Optional[float] = typer.Option(
+        None, callback=check_share, help="Brain MRI: share of the normal training images given a synthetic "
+        "lesion and counted as tumour (0: off; default: the recipe's)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 or mps (default: best available)."),
     resume: bool = typer.Option(False, help="Continue the interrupted run in --out."),
     workers: Optional[int] = typer.Option(None, help="Decoding processes."),
@@ -109,7 +113,7 @@ def train(
             workers=workers, compile_model=compile_model, model=model, epochs=epochs,
             batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
             patience=patience, time_budget=parse_duration(time_budget), balance=balance, tta=tta,
-            crop_foreground=crop, channels=channels, ordinal=ordinal,
+            crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions,
         )
     if not is_main_process():
         return
