@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from mediscan.cli import app
 from mediscan.data.prepare import load_run_data
 from mediscan.evaluation.runner import evaluate_run
-from mediscan.ood import (OOD_FILE, QUANTILE, FeatureDensity, OodDetector, OodStatisticsError,
-                          load_detector)
+from mediscan.ood import (CONFIDENCE, OOD_FILE, TARGET_RATE, FeatureDensity, OodDetector, OodStatisticsError,
+                          bounded_threshold, exceedances_allowed, load_detector)
 from mediscan.predict import Classifier
 from mediscan.serve.app import create_app
 from mediscan.training.trainer import train
@@ -78,13 +78,33 @@ def test_density_ranks_far_points_higher_and_survives_a_save(tmp_path):
     np.testing.assert_allclose(loaded.score(features[:50]), density.score(features[:50]), rtol=1e-5)
 
 
-def test_threshold_is_the_validation_quantile(run_dir, classifier):
+def test_threshold_bounds_the_validation_exceedances(run_dir, classifier):
     block = classifier.meta["ood"]
-    assert (run_dir / OOD_FILE).is_file() and block["quantile"] == QUANTILE
     val = split_images(classifier, run_dir, "val")
-    scores = classifier.ood_scores(classifier.outputs_batch(val))
-    assert block["threshold"] == pytest.approx(float(np.quantile(scores, QUANTILE)), rel=1e-5)
+    scores = np.sort(classifier.ood_scores(classifier.outputs_batch(val)))
+    k = exceedances_allowed(len(val))
+    assert (run_dir / OOD_FILE).is_file() and block["quantile"] == pytest.approx(1 - k / len(val))
+    assert block["threshold"] == pytest.approx(float(scores[len(val) - k - 1]), rel=1e-5)
     assert block["calibration_images"] == len(val)
+
+
+@pytest.mark.parametrize("n", [10, 59, 60, 100, 571, 2000])
+def test_exceedances_allowed_is_the_largest_k_whose_upper_bound_meets_the_target(n):
+    from scipy.stats import beta
+
+    def upper(k: int) -> float:
+        return beta.ppf(CONFIDENCE, k + 1, n - k)
+
+    k = exceedances_allowed(n)
+    assert upper(k + 1) > TARGET_RATE
+    assert k == 0 or upper(k) <= TARGET_RATE
+    assert {59: 0, 100: 1, 571: 19}.get(n, k) == k
+
+
+def test_bounded_threshold_leaves_k_validation_scores_above_it():
+    scores = np.random.default_rng(0).normal(size=571)
+    threshold, quantile = bounded_threshold(scores)
+    assert int((scores > threshold).sum()) == 19 and quantile == pytest.approx(1 - 19 / 571)
 
 
 def test_noise_and_blank_are_flagged_and_own_test_images_mostly_not(run_dir, classifier):

@@ -56,8 +56,9 @@ MODEL_CARD = {
         ("Probabilities are calibrated on the run's validation split only; the 'uncertain' "
          "flag marks predictions below the confidence threshold, not every error."),
         ("'Outside what this model knows' marks images whose features are far from every "
-         "training class (above the 96th percentile of the validation images); about 1 in 25 "
-         "ordinary images is flagged too, and an unflagged image can still be foreign."),
+         "training class (a threshold set on the validation images so that at most 5% of "
+         "ordinary images are flagged); a few ordinary images are flagged too, and an unflagged "
+         "image can still be foreign."),
         ("Grad-CAM shows where the network's evidence for a class lies on the preprocessed "
          "image; it is a coarse heat map, not a segmentation or a reason a clinician can use."),
     ],
