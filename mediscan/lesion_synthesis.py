@@ -53,6 +53,11 @@ class LesionConfig:
     inset: float = 0.08  # keep the centre this far inside the head outline (skull and scalp)
 
 
+def _soft_inside(rho: torch.Tensor, edge, width: float) -> torch.Tensor:
+    """1 inside the normalised radius `edge`, 0 outside, with a sigmoid edge `width` wide."""
+    return torch.sigmoid((edge - rho) / width)
+
+
 class LesionSynthesis:
     """Paints random lesions into a share of the normal images of a batch and relabels them."""
 
@@ -120,13 +125,12 @@ class LesionSynthesis:
         radius = self._uniform(n, c.radius, device) * h
         rho = self._radius_field(images.shape, cy, cx, radius)
         base = (images * brain).sum(dim=(1, 2, 3)) / (brain.sum(dim=(1, 2, 3)) * images.shape[1]).clamp(min=1)
-        soft = lambda edge, width: torch.sigmoid((edge - rho) / width)  # noqa: E731
         halo_edge = self._uniform(n, c.halo, device).view(n, 1, 1, 1)
         core_edge = self._uniform(n, c.core, device).view(n, 1, 1, 1)
         inside = 1 - F.max_pool2d(1 - head, 2 * (inset // 2) + 1, stride=1, padding=inset // 2)
-        halo = soft(halo_edge, 0.2) * inside
-        solid = soft(1.0, 0.06) * inside
-        core = soft(core_edge, 0.06) * (core_edge > 0.15)
+        halo = _soft_inside(rho, halo_edge, 0.2) * inside
+        solid = _soft_inside(rho, 1.0, 0.06) * inside
+        core = _soft_inside(rho, core_edge, 0.06) * (core_edge > 0.15)
         keep = self._uniform(n, (0.3, 0.7), device).view(n, 1, 1, 1)  # anatomy still seen through oedema
         out = images + halo * (1 - keep) * (self._intensity(base) - images)
         out = out + solid * (self._intensity(base) - out)
