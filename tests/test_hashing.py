@@ -70,6 +70,16 @@ def test_resized_jpeg_copy_is_a_near_duplicate_and_unrelated_images_are_not(plan
     assert len(set(others)) == 6 and groups[original] not in others
 
 
+def test_thumbnails_compared_in_chunks_give_the_same_pairs(planted, tmp_path, monkeypatch):
+    hashes = _hashes(planted, tmp_path)
+    every = confirmed_near_pairs(hashes, max_distance=64, min_correlation=-1.0)  # every pair a candidate
+    assert len(every) == len(planted) * (len(planted) - 1) // 2
+    confirmed = confirmed_near_pairs(hashes)
+    monkeypatch.setattr(hashing, "CORRELATION_CHUNK", 3)
+    assert confirmed_near_pairs(hashes, max_distance=64, min_correlation=-1.0) == every
+    assert confirmed_near_pairs(hashes) == confirmed and 0 < len(confirmed) < len(every)
+
+
 def test_copies_within_the_default_distance(planted):
     """Resized (x0.5..x2) and JPEG re-encoded (q30..q90) copies stay within the default."""
     original = textured(1, (96, 80))
