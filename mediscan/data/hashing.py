@@ -39,7 +39,8 @@ from mediscan.data.readers import ImageReadError
 from mediscan.progress import progress_bar
 
 DEFAULT_MAX_DISTANCE = 8
-CORRELATION_CHUNK = 20_000  # candidate pairs whose thumbnails are compared at once (~0.5 GB)
+CORRELATION_CHUNK = 20_000  # candidate pairs whose thumbnails are compared at once (~0.4 GB)
+MAX_CANDIDATES_PER_IMAGE = 50  # pHash candidates per image before the distance is tightened
 DEFAULT_MIN_CORRELATION = 0.99
 HASH_BITS = 64
 THUMB = 48
@@ -73,14 +74,16 @@ def thumbnail(img: np.ndarray) -> np.ndarray:
     return np.asarray(grey.resize((THUMB, THUMB), Image.BILINEAR), dtype=np.uint8)
 
 
+def standardised(thumbs: np.ndarray) -> np.ndarray:
+    """Thumbnails (N x 48 x 48) as unit-length, zero-mean float rows: their dot product is the correlation."""
+    x = thumbs.reshape(len(thumbs), -1).astype(np.float32)
+    x -= x.mean(axis=1, keepdims=True)
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
+
+
 def thumbnail_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson correlation of paired thumbnails (N x 48 x 48 each)."""
-    def standardise(x: np.ndarray) -> np.ndarray:
-        x = x.reshape(len(x), -1).astype(np.float32)
-        x -= x.mean(axis=1, keepdims=True)
-        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
-
-    return (standardise(a) * standardise(b)).sum(axis=1)
+    return (standardised(a) * standardised(b)).sum(axis=1)
 
 
 @dataclass
@@ -290,17 +293,38 @@ def confirmed_near_pairs(hashes: Hashes, *, max_distance: int = DEFAULT_MAX_DIST
                          ) -> list[tuple[int, int, int]]:
     """pHash candidates among readable, non-identical images whose thumbnails agree.
 
-    Thumbnails are compared `CORRELATION_CHUNK` pairs at a time: a set of look-alike images
-    (uniform cells, say) can give tens of millions of candidates, whose thumbnails at once would
-    not fit in memory (27,558 synthetic cells: 18 million pairs, 39 GiB)."""
-    candidates = near_pairs(hashes.phash, max_distance, np.flatnonzero(hashes.ok))
+    On look-alike images (uniform cells, say) the 64-bit pHash cannot tell images apart and
+    distance 8 makes nearly every pair a candidate (27,558 synthetic cells: 18 million pairs,
+    39 GiB of thumbnails, minutes of comparisons). `pairable_distance` tightens the distance
+    until about `MAX_CANDIDATES_PER_IMAGE` candidates per image remain; copies that are resized
+    or re-encoded stay within a few bits. Thumbnails are standardised once and compared
+    `CORRELATION_CHUNK` pairs at a time, so memory stays bounded."""
+    readable = np.flatnonzero(hashes.ok)
+    distance = pairable_distance(hashes.phash, readable, max_distance)
+    candidates = near_pairs(hashes.phash, distance, readable)
     if not candidates:
         return []
     index = np.array([pair[:2] for pair in candidates])
-    keep = np.concatenate([
-        thumbnail_correlation(hashes.thumbs[chunk[:, 0]], hashes.thumbs[chunk[:, 1]]) >= min_correlation
-        for chunk in np.array_split(index, math.ceil(len(index) / CORRELATION_CHUNK))])
+    standard = standardised(hashes.thumbs)
+    keep = np.concatenate([(standard[chunk[:, 0]] * standard[chunk[:, 1]]).sum(axis=1) >= min_correlation
+                           for chunk in np.array_split(index, math.ceil(len(index) / CORRELATION_CHUNK))])
     return [pair for pair, kept in zip(candidates, keep) if kept]
+
+
+def pairable_distance(phash: np.ndarray, index: np.ndarray, max_distance: int, *, sample: int = 2000,
+                      seed: int = 0) -> int:
+    """The largest distance <= max_distance at which the pairs expected among `index` (counted on
+    a random sample of `sample` images, scaled by the square of the size ratio) stay within
+    `MAX_CANDIDATES_PER_IMAGE` per image."""
+    if len(index) <= sample:
+        probe, scale = index, 1.0
+    else:
+        probe = np.sort(np.random.default_rng(seed).choice(index, sample, replace=False))
+        scale = (len(index) / sample) ** 2
+    for distance in range(max_distance, 0, -1):
+        if len(near_pairs(phash, distance, probe)) * scale <= MAX_CANDIDATES_PER_IMAGE * len(index):
+            return distance
+    return 0
 
 
 def duplicate_groups(folder: ImageFolder, *, max_distance: int = DEFAULT_MAX_DISTANCE,
