@@ -80,6 +80,11 @@ def filled_head(batch: torch.Tensor, level: float = 0.02) -> torch.Tensor:
     return (between(2) & between(3)).to(batch.dtype)
 
 
+def eroded(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """A 0/1 mask (N, 1, H, W) shrunk by `radius` pixels (a square structuring element)."""
+    return 1 - F.max_pool2d(1 - mask, 2 * radius + 1, stride=1, padding=radius)
+
+
 def reframe(batch: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Zoom each image so that its mask's bounding box fills the frame, aspect kept (centred)."""
     n, _, h, w = batch.shape
@@ -165,8 +170,7 @@ class BatchAugment:
             return batch
         depth = float(self._uniform(1, *c.strip_depth))
         radius = max(1, round(depth * batch.shape[-1]))
-        outside = F.max_pool2d(1 - filled_head(batch), 2 * radius + 1, stride=1, padding=radius)
-        brain = F.avg_pool2d(1 - outside, 3, stride=1, padding=1)  # a one-pixel soft edge
+        brain = F.avg_pool2d(eroded(filled_head(batch), radius), 3, stride=1, padding=1)  # a one-pixel soft edge
         stripped = reframe(batch * brain, brain > 0.5)
         return self._masked(batch, stripped, self._chance(batch.shape[0], c.skull_strip))
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mediscan.augment import filled_head
+from mediscan.augment import eroded, filled_head
 
 NORMAL_NAMES = ("notumor", "no_tumor", "no tumor", "no-tumor", "no", "normal", "healthy")
 LESION_NAMES = ("glioma",)
@@ -84,7 +84,7 @@ class LesionSynthesis:
         return (low + (high - low) * torch.rand(n, generator=self.generator)).to(device)
 
     def _centres(self, brain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A random pixel inside each image's brain mask (the image centre when it is empty)."""
+        """A random pixel inside each image's brain mask (anywhere in the image when it is empty)."""
         n, _, h, w = brain.shape
         weights = brain.flatten(1).float().cpu() + 1e-6
         flat = torch.multinomial(weights, 1, generator=self.generator).squeeze(1).to(brain.device)
@@ -120,14 +120,14 @@ class LesionSynthesis:
         c, device = self.config, images.device
         head = filled_head(images)
         inset = max(1, round(c.inset * h))
-        brain = 1 - F.max_pool2d(1 - head, 2 * inset + 1, stride=1, padding=inset)
+        brain = eroded(head, inset)
         cy, cx = self._centres(brain)
         radius = self._uniform(n, c.radius, device) * h
         rho = self._radius_field(images.shape, cy, cx, radius)
         base = (images * brain).sum(dim=(1, 2, 3)) / (brain.sum(dim=(1, 2, 3)) * images.shape[1]).clamp(min=1)
         halo_edge = self._uniform(n, c.halo, device).view(n, 1, 1, 1)
         core_edge = self._uniform(n, c.core, device).view(n, 1, 1, 1)
-        inside = 1 - F.max_pool2d(1 - head, 2 * (inset // 2) + 1, stride=1, padding=inset // 2)
+        inside = eroded(head, inset // 2)
         halo = _soft_inside(rho, halo_edge, 0.2) * inside
         solid = _soft_inside(rho, 1.0, 0.06) * inside
         core = _soft_inside(rho, core_edge, 0.06) * (core_edge > 0.15)
