@@ -10,6 +10,7 @@ from PIL import Image
 from sklearn.metrics import cohen_kappa_score
 
 import modality_data
+from mediscan.augment import get_preset
 from mediscan.data.characterise import characterise, sample_indices
 from mediscan.data.folders import scan_folder
 from mediscan.data.phantom import make_phantom
@@ -107,6 +108,23 @@ def test_recipes_fix_or_choose_and_flags_override(tmp_path):
     with pytest.raises(ValueError, match="still 'auto'"):
         preprocess_for(get_recipe("default"))
     assert Recipe.from_dict(get_recipe("default").to_dict()) == get_recipe("default")
+
+
+@pytest.mark.parametrize("make, preset", [
+    (lambda root: make_phantom(root, n=8, size=128, seed=0), "mri"),
+    (lambda root: modality_data.tiny_grey_npz(root.with_suffix(".npz")), "light"),
+    (lambda root: modality_data.microscopy(root), "strong"),
+])
+def test_augmentation_is_chosen_from_the_data_and_says_why(tmp_path, make, preset):
+    folder = scan_folder(make(tmp_path / "data"))
+    chosen, found = choose_preprocessing(folder, get_recipe("cpu"), progress=False)
+    assert chosen.augment == preset
+    assert found.reasons[-1].startswith(f"augmentation: {preset} (")
+    light = get_preset("light")
+    assert (light.blur, light.noise, light.downsample) == (0.0, 0.0, 1.0)
+    fixed, fixed_found = choose_preprocessing(folder, get_recipe("cpu").with_overrides(augment="none"),
+                                              progress=False)
+    assert fixed.augment == "none" and not any(r.startswith("augmentation") for r in fixed_found.reasons)
 
 
 def test_multi_label_npz_is_refused_clearly(tmp_path):

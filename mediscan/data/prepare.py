@@ -40,10 +40,14 @@ class Prepared:
     characterisation: Characterisation | None = None  # None: the recipe fixed every choice
 
 
-def augmentation_for(found: Characterisation) -> str:
-    """"mri" (random contrast curves, brain extraction) for grey objects on black that get the
-    head crop, so neither contrast nor skull can stand in for a label; "strong" for the rest."""
-    return "mri" if found.crop_foreground and not found.colour else "strong"
+def augmentation_for(found: Characterisation) -> tuple[str, str]:
+    """The augmentation preset for this data, and why."""
+    if found.kind == "tiny":
+        return "light", "light (tiny images: blur, noise and downsampling would erase their detail)"
+    if found.crop_foreground and not found.colour:
+        return "mri", "mri (grey objects on black: random contrast curves and brain extraction, so neither " \
+                      "contrast nor skull can stand in for a label)"
+    return "strong", "strong (geometric and photometric, blur, noise and downsampling)"
 
 
 def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
@@ -53,15 +57,16 @@ def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
     if not auto:
         return recipe, None
     found = characterise(folder, progress=progress)
+    augment, why = augmentation_for(found)
+    if "augment" in auto:
+        found.reasons.append(f"augmentation: {why}")
     chosen = {"channels": model_config(recipe.model).channels, "crop_foreground": found.crop_foreground,
               "clip_percentiles": found.clip_percentiles, "normalization": found.normalization,
-              "augment": augmentation_for(found)}
+              "augment": augment}
     if progress:
         console.print(f"preprocessing chosen from {found.images} images ({', '.join(auto)}):")
         for reason in found.reasons:
             console.print(f"  {reason}")
-        if "augment" in auto:
-            console.print(f"  augmentation: {chosen['augment']}")
     return dataclasses.replace(recipe, **{name: chosen[name] for name in auto}), found
 
 
