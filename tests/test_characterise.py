@@ -119,12 +119,25 @@ def test_augmentation_is_chosen_from_the_data_and_says_why(tmp_path, make, prese
     folder = scan_folder(make(tmp_path / "data"))
     chosen, found = choose_preprocessing(folder, get_recipe("cpu"), progress=False)
     assert chosen.augment == preset
-    assert found.reasons[-1].startswith(f"augmentation: {preset} (")
+    assert sum(r.startswith(f"augmentation: {preset} (") for r in found.reasons) == 1
     light = get_preset("light")
     assert (light.blur, light.noise, light.downsample) == (0.0, 0.0, 1.0)
     fixed, fixed_found = choose_preprocessing(folder, get_recipe("cpu").with_overrides(augment="none"),
                                               progress=False)
     assert fixed.augment == "none" and not any(r.startswith("augmentation") for r in fixed_found.reasons)
+
+
+def test_tiny_images_get_the_recipes_tiny_input_size_unless_a_size_is_given(tmp_path):
+    folder = scan_folder(modality_data.tiny_grey_npz(tmp_path / "pneumoniamnist.npz"))
+    cpu = get_recipe("cpu")
+    chosen, found = choose_preprocessing(folder, cpu, progress=False)
+    assert (cpu.input_size, cpu.tiny_input_size, chosen.input_size) == (128, 96, 96)
+    assert preprocess_for(chosen).size == 96
+    assert "input 96 px: tiny images (28 px) upsampled 3.4x" in found.reasons[-1]
+    given, given_found = choose_preprocessing(folder, cpu.with_overrides(input_size=64), progress=False)
+    assert given.input_size == 64 and not any(r.startswith("input") for r in given_found.reasons)
+    head = scan_folder(make_phantom(tmp_path / "phantom", n=8, size=128, seed=0))
+    assert choose_preprocessing(head, cpu, progress=False)[0].input_size == 128
 
 
 def test_multi_label_npz_is_refused_clearly(tmp_path):

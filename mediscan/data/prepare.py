@@ -50,6 +50,15 @@ def augmentation_for(found: Characterisation) -> tuple[str, str]:
     return "strong", "strong (geometric and photometric, blur, noise and downsampling)"
 
 
+def input_size_for(found: Characterisation, recipe: Recipe) -> tuple[int | None, str | None]:
+    """The recipe's input size, or its size for tiny images; and why when it differs."""
+    if found.kind != "tiny" or not recipe.tiny_input_size:
+        return recipe.input_size, None
+    size = recipe.tiny_input_size
+    return size, (f"input {size} px: tiny images ({found.min_side} px) upsampled {size / found.min_side:.1f}x, "
+                  f"the recipe's size for tiny images (its size for the rest: {recipe.input_size} px)")
+
+
 def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
                          progress: bool = True) -> tuple[Recipe, Characterisation | None]:
     """The recipe with its "auto" preprocessing fields chosen from the data, and the findings."""
@@ -60,6 +69,9 @@ def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
     augment, why = augmentation_for(found)
     if "augment" in auto:
         found.reasons.append(f"augmentation: {why}")
+    size, why_size = input_size_for(found, recipe)
+    if why_size:
+        found.reasons.append(why_size)
     chosen = {"channels": model_config(recipe.model).channels, "crop_foreground": found.crop_foreground,
               "clip_percentiles": found.clip_percentiles, "normalization": found.normalization,
               "augment": augment}
@@ -67,7 +79,7 @@ def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
         console.print(f"preprocessing chosen from {found.images} images ({', '.join(auto)}):")
         for reason in found.reasons:
             console.print(f"  {reason}")
-    return dataclasses.replace(recipe, **{name: chosen[name] for name in auto}), found
+    return dataclasses.replace(recipe, input_size=size, **{name: chosen[name] for name in auto}), found
 
 
 def preprocess_for(recipe: Recipe) -> Preprocess:

@@ -16,6 +16,7 @@ class Recipe:
     description: str
     model: str = "resnet18"
     input_size: int | None = None  # None: the model's default input size
+    tiny_input_size: int | None = None  # for tiny images (28-64 px, data.characterise); None: input_size
     # "auto" (channels, crop_foreground, clip_percentiles, normalization, augment): chosen from the data by
     # mediscan.data.characterise when training starts; the choice and why go into model.json
     channels: int | str = "auto"  # 1, 3 or "auto" (the model's)
@@ -60,7 +61,10 @@ class Recipe:
         unknown = set(overrides) - known
         if unknown:
             raise ValueError(f"unknown recipe fields: {sorted(unknown)}")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "input_size" in given:
+            given.setdefault("tiny_input_size", None)  # an explicit input size holds for every data set
+        return replace(self, **given)
 
     @classmethod
     def from_dict(cls, data: dict) -> Recipe:
@@ -92,9 +96,9 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "cpu",
             "for a laptop CPU: EfficientNet-Lite0 with ImageNet weights (offline), stem and "
-            "first two stages frozen, fine-tuned at 128 px with the default preprocessing and "
-            "augmentation in a 10-minute budget",
-            model="efficientnet_lite0", pretrained=True, freeze_early=True, input_size=128,
+            "first two stages frozen, fine-tuned at 128 px (tiny images: 96 px) with the default "
+            "preprocessing and augmentation in a 10-minute budget",
+            model="efficientnet_lite0", pretrained=True, freeze_early=True, input_size=128, tiny_input_size=96,
             epochs=10, batch_size=48, lr=2e-3, weight_decay=0.01, time_budget=600.0, lesions=0.35,
         ),
         Recipe(
