@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers_images import write_image
@@ -156,6 +157,15 @@ def test_ctrl_c_without_out_names_the_default_run_folder(tmp_path, monkeypatch):
     assert result.exit_code == 130 and "--out runs/" in text(result) and "--resume" in text(result)
 
 
+def wait_for(path, child: subprocess.Popen, seconds: float) -> None:
+    """Until PATH exists; fails if the child exits first or SECONDS pass (generous: a loaded machine)."""
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert child.poll() is None, f"exited {child.returncode} before writing {path.name}"
+        assert time.monotonic() < deadline, f"no {path.name} after {seconds:.0f} s"
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_sigint_during_real_training_exits_130(tmp_path):
     from helpers_images import make_class_folder
@@ -165,13 +175,9 @@ def test_sigint_during_real_training_exits_130(tmp_path):
                               "tutorial-cnn", "--epochs", "200", "--out", str(tmp_path / "run"),
                               "--device", "cpu", "--no-progress"], stderr=subprocess.PIPE, text=True)
     try:
-        deadline = 90
-        while deadline and not (tmp_path / "run" / "recipe.json").exists():
-            subprocess.run(["sleep", "1"])
-            deadline -= 1
-        subprocess.run(["sleep", "3"])
+        wait_for(tmp_path / "run" / "history.csv", child, 600)  # one epoch done: inside the epoch loop
         child.send_signal(signal.SIGINT)
-        _, stderr = child.communicate(timeout=60)
+        _, stderr = child.communicate(timeout=300)
     finally:
         child.kill()
     assert child.returncode == 130, stderr[-2000:]

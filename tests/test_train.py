@@ -234,13 +234,15 @@ def test_compare_trains_on_one_split_and_tabulates(data_dir, tmp_path, monkeypat
     monkeypatch.setenv("MEDISCAN_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "compare"
     args = ["compare", str(data_dir), "--models", "resnet18,mobilenet_v3_small", "--out", str(out),
-            "--epochs", "3", "--no-robustness", "--no-progress", "--json", "--device", "cpu"]
+            "--epochs", "2", "--input-size", "32", "--no-robustness", "--no-progress", "--json",
+            "--device", "cpu"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     table = json.loads(result.stdout)
     assert [row["name"] for row in table["rows"]] == ["resnet18", "mobilenet_v3_small"]
     assert (out / "resnet18" / "split.json").read_text() == (out / "mobilenet_v3_small" / "split.json").read_text()
     assert table["mcnemar"][0]["p_value"] is not None
+    assert json.loads((out / "resnet18" / "model.json").read_text())["input_size"] == 32
     assert (out / "report.html").exists() and (out / "plots" / "comparison.png").exists()
     again = json.loads(CliRunner().invoke(app, args).stdout)  # resumes: nothing retrained
     assert again["rows"][0]["train_seconds"] == table["rows"][0]["train_seconds"]

@@ -160,6 +160,7 @@ def compare(
     out: Path = typer.Option(Path("runs/compare"), help="Comparison folder (re-run to resume)."),
     recipe: str = typer.Option("default", help="Recipe shared by all models."),
     epochs: Optional[int] = typer.Option(None),
+    input_size: Optional[int] = typer.Option(None, help="Override the recipe's input size in pixels."),
     seed: int = typer.Option(0),
     robustness_check: bool = typer.Option(True, "--robustness/--no-robustness"),
     device: Optional[str] = typer.Option(None),
@@ -172,7 +173,8 @@ def compare(
     with user_errors():
         result = compare_models(data, [m.strip() for m in models.split(",") if m.strip()], out=out,
                                 recipe=recipe, device=device, robustness=robustness_check,
-                                progress=progress, epochs=epochs, seed=seed)
+                                progress=progress, epochs=epochs, input_size=input_size,
+                                seed=seed)
     if json_out:
         emit_json(result)
         return
