@@ -166,6 +166,11 @@ def wait_for(path, child: subprocess.Popen, seconds: float) -> None:
         time.sleep(0.2)
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as in a terminal, even when the suite itself runs as a background job (which ignores it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_sigint_during_real_training_exits_130(tmp_path):
     from helpers_images import make_class_folder
@@ -173,7 +178,8 @@ def test_sigint_during_real_training_exits_130(tmp_path):
     data = make_class_folder(tmp_path / "data", ["a", "b"], 40, size=(48, 48))
     child = subprocess.Popen([sys.executable, "-m", "mediscan", "train", str(data), "--recipe",
                               "tutorial-cnn", "--epochs", "200", "--out", str(tmp_path / "run"),
-                              "--device", "cpu", "--no-progress"], stderr=subprocess.PIPE, text=True)
+                              "--device", "cpu", "--no-progress"], stderr=subprocess.PIPE, text=True,
+                             preexec_fn=_default_sigint)
     try:
         wait_for(tmp_path / "run" / "history.csv", child, 600)  # one epoch done: inside the epoch loop
         child.send_signal(signal.SIGINT)
