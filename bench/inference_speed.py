@@ -16,7 +16,6 @@ time.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,19 +35,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def images_per_second(classifier, images: np.ndarray, batch: int, repeats: int) -> tuple[float, np.ndarray]:
-    """Best-of-`repeats` throughput of `predict_batch` in batches, and the probabilities."""
-    def one_pass() -> np.ndarray:
-        return np.concatenate([classifier.predict_batch(images[i:i + batch])
-                               for i in range(0, len(images), batch)])
+def throughput(classifier, images: np.ndarray, batch: int, repeats: int) -> tuple[float, np.ndarray]:
+    """Best-of-`repeats` images/s of `predict_batch` over the images in batches (after a whole
+    warm-up pass, whose probabilities are returned)."""
+    from mediscan.forward import images_per_second
 
-    probs = one_pass()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        one_pass()
-        best = min(best, time.perf_counter() - started)
-    return len(images) / best, probs
+    def one_pass(sample: np.ndarray) -> np.ndarray:
+        return np.concatenate([classifier.predict_batch(sample[i:i + batch])
+                               for i in range(0, len(sample), batch)])
+
+    probs = one_pass(images)
+    rate = images_per_second(one_pass, images, device=classifier.device or "cpu", batch_size=len(images),
+                             repeats=repeats)
+    return rate, probs
 
 
 def load_backends(run: Path, device: str) -> dict:
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     rows, reference = {}, None
     for name, classifier in backends.items():
         log(f"{name}: {len(images)} images in batches of {args.batch}")
-        rate, probs = images_per_second(classifier, images, args.batch, args.repeats)
+        rate, probs = throughput(classifier, images, args.batch, args.repeats)
         reference = probs if reference is None else reference
         rows[name] = {"images_per_second": rate,
                       "max_abs_probability_difference": float(np.abs(probs - reference).max()),
