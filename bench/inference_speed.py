@@ -62,19 +62,13 @@ def load_backends(run: Path, device: str) -> dict:
     return {"torch": Classifier.load(run, device=device), "onnx": Classifier.load(run, backend="onnx")}
 
 
-def test_images(run: Path, meta: dict, n: int) -> np.ndarray:
-    """Up to n of the run's test images, preprocessed as recorded (uint8 N x C x S x S)."""
-    from mediscan.data.prepare import load_run_data
-
-    prepared = load_run_data(run, meta, progress=False)
-    return np.asarray(prepared.decoded.images[np.sort(prepared.indices["test"])[:n]])
-
-
 def main(argv: list[str] | None = None) -> None:
+    from mediscan.evaluation.robustness import test_images as run_test_images
+
     args = parse_args(argv)
     command = announce(args.json)
     backends = load_backends(args.run, args.device)
-    images = test_images(args.run, backends["torch"].meta, args.n)
+    images = run_test_images(args.run, backends["torch"].meta, None, progress=False)[0][:args.n]
     rows, reference = {}, None
     for name, classifier in backends.items():
         log(f"{name}: {len(images)} images in batches of {args.batch}")
