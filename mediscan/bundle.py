@@ -91,11 +91,15 @@ def load_bundle(run_dir: Path, *, device: str | torch.device = "cpu") -> tuple[n
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict, best: dict[str, torch.Tensor] | None = None) -> None:
-    """Resumable training state in one atomic safetensors file: model, optimizer and, when an
-    earlier epoch was better, the best weights as tensors; epoch, history, ... as JSON metadata."""
+                    state: dict, best: dict[str, torch.Tensor] | None = None,
+                    averaged: nn.Module | None = None) -> None:
+    """Resumable training state in one atomic safetensors file: model, optimizer, the weight
+    average (recipe `ema`) and, when an earlier epoch was better, the best weights as tensors;
+    epoch, history, ... as JSON metadata."""
     tensors = {f"model.{k}": v for k, v in _contiguous_state(model).items()}
     tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in (best or {}).items()})
+    if averaged is not None:
+        tensors.update({f"ema.{k}": v for k, v in _contiguous_state(averaged).items()})
     opt = optimizer.state_dict()
     scalars: dict[str, dict] = {}
     for index, entries in opt["state"].items():
@@ -123,15 +127,17 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
                           "train again without --resume.") from None
 
 
-def load_checkpoint(run_dir: Path, model: nn.Module,
-                    optimizer: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Restore what save_checkpoint wrote; returns (JSON state: epoch, history, ..., best weights)."""
+def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    averaged: nn.Module | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Restore what save_checkpoint wrote (the weight average too, when given and saved);
+    returns (JSON state: epoch, history, ..., best weights)."""
     path = RunFolder(run_dir).checkpoint_file
     if not path.is_file():
         raise BundleError(f"{run_dir}: nothing to resume ({path.name} is missing).")
     tensors, payload = _read_checkpoint(path)
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or weights
+    average = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
     opt_state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -141,6 +147,8 @@ def load_checkpoint(run_dir: Path, model: nn.Module,
         for index, entries in payload.pop("optim_scalars").items():
             opt_state.setdefault(int(index), {}).update(entries)
         model.load_state_dict(weights)
+        if averaged is not None and average:
+            averaged.load_state_dict(average)
         optimizer.load_state_dict({"state": opt_state, "param_groups": payload.pop("param_groups")})
     except (KeyError, RuntimeError, ValueError) as error:
         raise BundleError(f"{path}: does not match this run's model or optimizer ({error}); "

@@ -35,9 +35,9 @@ def resumed(tmp_path_factory):
         epoch = len(after_epoch) + 1
         return {"val_loss": 1.0 - VAL_ACC[epoch], "val_acc": VAL_ACC[epoch]}, None
 
-    def recording_save(run_dir, model, optimizer, state, best=None):
+    def recording_save(run_dir, model, optimizer, state, best=None, averaged=None):
         after_epoch[state["epoch"]] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        real_save(run_dir, model, optimizer, state, best=best)
+        real_save(run_dir, model, optimizer, state, best=best, averaged=averaged)
 
     def recording_replace(src, dst):
         renamed.append(dst)

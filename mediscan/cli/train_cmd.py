@@ -91,6 +91,9 @@ def train(
     ordinal: Optional[bool] = typer.Option(
         None, "--ordinal/--no-ordinal", help="Labels are ordered grades: also report quadratic-weighted kappa."),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (h-flip)."),
+    ema: Optional[float] = typer.Option(
+        None, help="Keep a moving average of the weights with this decay per step, e.g. 0.995, and validate "
+        "and ship it (0: off; default: the recipe's)."),
     lesions: Optional[float] = typer.Option(
         None, callback=check_share, help="Brain MRI: share of the normal training images given a synthetic "
         "lesion and counted as tumour (0: off; default: the recipe's)."),
@@ -112,7 +115,7 @@ def train(
             data, recipe=recipe, out=out, device=device, resume=resume, progress=progress,
             workers=workers, compile_model=compile_model, model=model, epochs=epochs,
             batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
-            patience=patience, time_budget=parse_duration(time_budget), balance=balance, tta=tta,
+            patience=patience, time_budget=parse_duration(time_budget), balance=balance, tta=tta, ema=ema,
             crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions,
         )
     if not is_main_process():

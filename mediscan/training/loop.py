@@ -151,8 +151,10 @@ def epoch_order(labels: torch.Tensor, *, balance: str, generator: torch.Generato
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
                     pipeline: BatchPipeline, order: torch.Tensor, *, batch_size: int,
                     budget: Budget, set_lr: Callable[[float], float],
-                    on_batch: Callable[[int, str], None] = lambda n, status: None) -> dict:
-    """One pass over `order`; returns mean loss, accuracy, images and seconds."""
+                    on_batch: Callable[[int, str], None] = lambda n, status: None,
+                    after_step: Callable[[], None] | None = None) -> dict:
+    """One pass over `order`; returns mean loss, accuracy, images and seconds. `after_step` runs
+    after each optimizer step (the weight average's update)."""
     model.train()
     device = pipeline.device
     loss_sum = torch.zeros((), device=device)
@@ -171,6 +173,8 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, criterio
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if after_step is not None:
+            after_step()
         budget.step += 1
         budget.step_seconds = time.perf_counter() - step_began
         loss_sum += loss.detach() * len(index)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mediscan.training.recipes import Recipe
 from mediscan.training.schedule import lr_at
@@ -44,3 +45,13 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, recipe: Recipe, progress
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr
+
+
+def create_weight_average(model: nn.Module, recipe: Recipe) -> AveragedModel | None:
+    """The exponential moving average of the weights and normalisation statistics the recipe's
+    `ema` decay asks for (None: no average); validation and the bundle then use its weights."""
+    if not recipe.ema:
+        return None
+    if not 0.0 < recipe.ema < 1.0:
+        raise ValueError(f"ema={recipe.ema}: the decay must lie between 0 and 1 (e.g. 0.995), or be 0 for none")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema), use_buffers=True)

@@ -36,6 +36,7 @@ class Recipe:
     schedule: str = "onecycle"  # onecycle | cosine | constant
     warmup: float = 0.1  # fraction of training spent warming up (onecycle)
     label_smoothing: float = 0.1
+    ema: float | None = None  # decay of a moving average of the weights, per step; validated and bundled
     augment: str = "auto"  # a preset of mediscan.augment.PRESETS, or "auto" (data.prepare.augmentation_for)
     balance: str = "sampler"  # none | weights | sampler
     lesions: float = 0.0  # brain MRI ("mri" augmentation): share of normal images given a synthetic lesion

@@ -57,11 +57,12 @@ class RunState:
 
     @classmethod
     def begin(cls, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *,
-              resume: bool) -> RunState:
-        """A fresh state, or (resume) the checkpoint's, restoring the model and optimizer too."""
+              resume: bool, averaged: nn.Module | None = None) -> RunState:
+        """A fresh state, or (resume) the checkpoint's, restoring the model, optimizer and weight
+        average too."""
         if not resume:
             return cls(copy.deepcopy(model.state_dict()))
-        saved, best_weights = load_checkpoint(run_dir, model, optimizer)
+        saved, best_weights = load_checkpoint(run_dir, model, optimizer, averaged)
         return cls(best_weights, **{name: saved[name] for name in CHECKPOINTED})
 
     @property
@@ -81,12 +82,14 @@ class RunState:
             self.best_weights, self.best_val_logits = copy.deepcopy(model.state_dict()), val_logits
 
     def save(self, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *,
-             epoch: int, step: int, train_seconds: float) -> None:
-        """Checkpoint (the best weights too when an earlier epoch was better) and history.csv."""
+             epoch: int, step: int, train_seconds: float, averaged: nn.Module | None = None) -> None:
+        """Checkpoint (the weight average, and the best weights when they are not the model's) and
+        history.csv."""
         self.epoch, self.step, self.train_seconds = epoch, step, train_seconds
         state = {name: getattr(self, name) for name in CHECKPOINTED}
+        best_is_model = self.best_epoch == epoch and averaged is None
         save_checkpoint(run_dir, model, optimizer, state,
-                        best=None if self.best_epoch == epoch else self.best_weights)
+                        best=None if best_is_model else self.best_weights, averaged=averaged)
         RunFolder(run_dir).write_history(self.history)
 
     def patience_over(self, patience: int | None) -> bool:

@@ -30,7 +30,12 @@ from mediscan.training.loop import (
     image_source,
     train_one_epoch,
 )
-from mediscan.training.optim import create_criterion, create_optimizer, set_learning_rate
+from mediscan.training.optim import (
+    create_criterion,
+    create_optimizer,
+    create_weight_average,
+    set_learning_rate,
+)
 from mediscan.training.recipes import Recipe, get_recipe
 from mediscan.training.run_state import FitResult, RunState
 from mediscan.training.time_plan import TimePlan
@@ -146,7 +151,10 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
     optimizer = create_optimizer(model, recipe, device)
     criterion = create_criterion(recipe, prepared.folder.labels[train_index], len(prepared.folder.classes),
                                  device)
-    state = RunState.begin(run_dir, model, optimizer, resume=resume)
+    averaged = create_weight_average(model, recipe)
+    scored = model if averaged is None else averaged.module  # the weights validated and kept
+    update_average = None if averaged is None else partial(averaged.update_parameters, model)
+    state = RunState.begin(run_dir, model, optimizer, resume=resume, averaged=averaged)
     network = _parallel(model, dist_info, device, compile_model)
     pipeline = _pipeline(prepared, train_index, recipe, device, dist_info.rank)
     if progress and dist_info.is_main:
@@ -159,19 +167,20 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
         with progress_bar(f"epoch {epoch}/{recipe.epochs}", len(order), progress and dist_info.is_main) as advance:
             row = train_one_epoch(network, optimizer, criterion, pipeline, order, batch_size=recipe.batch_size,
                                   budget=budget, set_lr=partial(set_learning_rate, optimizer, recipe),
-                                  on_batch=advance)
+                                  on_batch=advance,
+                                  after_step=update_average)
         state.count(row, dist_info.world_size)
         stop = False
         if dist_info.is_main:
-            metrics, val_logits = validate(model, prepared, device, criterion, plan)
+            metrics, val_logits = validate(scored, prepared, device, criterion, plan)
             row.update(metrics, epoch=epoch, lr=optimizer.param_groups[0]["lr"],
                        seconds=time.perf_counter() - budget.started)
             _fit_to_plan(budget, plan)
-            state.record(row, model, val_logits)
+            state.record(row, scored, val_logits)
             if progress:
                 _announce_epoch(row)
             state.save(run_dir, model, optimizer, epoch=epoch, step=budget.step,
-                       train_seconds=time.perf_counter() - budget.started)
+                       train_seconds=time.perf_counter() - budget.started, averaged=averaged)
             stop = state.patience_over(recipe.patience) or budget.exhausted
         if distributed.broadcast_flag(stop, dist_info, device):
             break
