@@ -18,7 +18,7 @@ test-deps: browser
 	$(PIP) -e '.[test]'
 
 test: test-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 lint:
 	$(PY) -m ruff check mediscan tests bench

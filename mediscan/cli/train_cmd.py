@@ -82,8 +82,7 @@ def train(
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet weights."),
     seed: Optional[int] = typer.Option(None, help="Random seed (split, init, augmentation)."),
     patience: Optional[int] = typer.Option(None, help="Early stopping patience in epochs."),
-    time_budget: Optional[str] = typer.Option(
-        None, help="Fit the whole command into a budget, e.g. 10m (0: no budget)."),
+    time_budget: Optional[str] = typer.Option(None, help="Fit the whole command in a budget, e.g. 10m (0: none)."),
     balance: Optional[str] = typer.Option(None, help="none | weights | sampler."),
     crop: Optional[bool] = typer.Option(
         None, "--crop/--no-crop", help="Crop to the object on a dark background (default: chosen from the data)."),
@@ -91,12 +90,10 @@ def train(
     ordinal: Optional[bool] = typer.Option(
         None, "--ordinal/--no-ordinal", help="Labels are ordered grades: also report quadratic-weighted kappa."),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (h-flip)."),
-    ema: Optional[float] = typer.Option(
-        None, help="Keep a moving average of the weights with this decay per step, e.g. 0.995, and validate "
-        "and ship it (0: off; default: the recipe's)."),
-    lesions: Optional[float] = typer.Option(
-        None, callback=check_share, help="Brain MRI: share of the normal training images given a synthetic "
-        "lesion and counted as tumour (0: off; default: the recipe's)."),
+    ema: Optional[float] = typer.Option(None, help="Validate and ship a moving average of the weights with this "
+                                        "decay per step, e.g. 0.995 (0: off)."),
+    lesions: Optional[float] = typer.Option(None, callback=check_share, help="Brain MRI: share of the normal "
+                                            "training images given a synthetic lesion (tumour; 0: off)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 or mps (default: best available)."),
     resume: bool = typer.Option(False, help="Continue the interrupted run in --out."),
     workers: Optional[int] = typer.Option(None, help="Decoding processes."),
