@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from sklearn.metrics import cohen_kappa_score
+from typer.testing import CliRunner
 
 import modality_data
+from mediscan.cli import app
 from mediscan.augment import get_preset
 from mediscan.data.characterise import characterise, sample_indices
 from mediscan.data.folders import scan_folder
@@ -172,6 +174,16 @@ def test_training_records_the_choice_and_uses_the_official_splits(ordinal_run):
     assert split["test"] == [f"{data.name}#{i}" for i in range(50, 60)]
     html = (run / "report.html").read_text()
     assert "Chosen from the data" in html and "tiny images (28x28 px" in html
+
+
+def test_an_npz_run_is_evaluated_again_on_its_official_test_split(ordinal_run):
+    run, data = ordinal_run
+    assert json.loads((run / "model.json").read_text())["data"]["root"] == str(data)  # the archive, not its folder
+    first = json.loads((run / "metrics.json").read_text())["test"]
+    result = CliRunner().invoke(app, ["evaluate", str(run), "--json", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    again = json.loads((run / "metrics.json").read_text())["test"]
+    assert again["n"] == first["n"] == 10 and again["accuracy"] == pytest.approx(first["accuracy"])
 
 
 def test_ordinal_runs_report_quadratic_weighted_kappa(ordinal_run):

@@ -82,9 +82,15 @@ class ImageFolder:
     classes: list[str]
     samples: list[Sample]
     skipped: list[Skipped] = field(default_factory=list)
+    archive: Path | None = None  # the .npz file the samples come from (`root` is its folder)
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def source(self) -> Path:
+        """What `scan_folder` was given and reads again: the folder, or the .npz archive."""
+        return self.archive or self.root
 
     @property
     def labels(self) -> np.ndarray:
@@ -110,7 +116,7 @@ class ImageFolder:
             raise ValueError(f"{self.root}: no {split!r} split; splits here: "
                              f"{sorted(self.splits_present) or 'none (plain class folders)'}")
         return ImageFolder(self.root, self.classes, [s for s in self.samples if s.split == split],
-                           [s for s in self.skipped if self._split_of(s.path) == split])
+                           [s for s in self.skipped if self._split_of(s.path) == split], self.archive)
 
     def class_counts(self) -> dict[str, int]:
         """Samples per class, in class order (zeros included)."""
@@ -290,4 +296,4 @@ def _scan_npz(path: Path, classes: list[str] | None) -> ImageFolder:
     """Samples of a MedMNIST-style archive; rows are numbered across train, val and test."""
     names, rows = npz_rows(path, classes)
     samples = [Sample(Path(path.name), label, split, i) for i, (label, split) in enumerate(rows)]
-    return ImageFolder(path.parent, names, samples, [])
+    return ImageFolder(path.parent, names, samples, [], archive=path)

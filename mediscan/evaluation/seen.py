@@ -43,7 +43,7 @@ def seen_folder(run_dir: Path, meta: dict) -> ImageFolder | str:
     which = {key: name for name in SEEN_SPLITS for key in getattr(split, name)}
     folder = scan_folder(root)
     samples = [replace(s, split=which[s.key]) for s in folder.samples if s.key in which]
-    return ImageFolder(folder.root, folder.classes, samples)
+    return ImageFolder(folder.root, folder.classes, samples, archive=folder.archive)
 
 
 @dataclass
