@@ -5,7 +5,7 @@ enough that a temporary path is never wrapped inside a message a test looks for.
 
 import os
 
-os.environ.setdefault("COLUMNS", "200")
+os.environ.setdefault("COLUMNS", "1000")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
