@@ -274,3 +274,17 @@ def test_sources_counts_every_contrast_and_scores_the_cam(tiny_run, env, tmp_pat
         assert row["specificity"]["n"] == 3 and row["cam_pointing"]["n"] == 2
         assert 0 <= row["sensitivity"]["value"] <= 1 and 0 <= row["auroc_large_vs_free"] <= 1
     assert "sensitivity % (>= 1500 px)" in done.stdout and "AUROC (large vs free)" in done.stdout
+
+
+def test_train_step_times_each_variant_against_fp32(env):
+    done = run_script("train_step.py", "--recipe", "demo", "--sizes", "32", "--batch", "4", "--warmup", "1",
+                      "--steps", "2", "--variants", "fp32,bf16", env=env)
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("command: ") and "train_step.py" in lines[0]
+    assert any(line.startswith("size") and "train img/s" in line and "vs fp32" in line for line in lines)
+    result = last_json(done.stdout)
+    assert result["model"] == "resnet18" and result["batch"] == 4
+    assert [(r["size"], r["variant"]) for r in result["rows"]] == [(32, "fp32"), (32, "bf16")]
+    assert all(r["images_per_second"] > 0 for r in result["rows"]) and result["rows"][0]["vs_fp32"] == 1.0
+    refused = run_script("train_step.py", "--variants", "fp16", env=env, check=False)
+    assert refused.returncode == 2 and "unknown variants ['fp16']" in refused.stderr
