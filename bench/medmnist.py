@@ -93,9 +93,8 @@ def run(args: argparse.Namespace) -> dict:
     from mediscan.training.trainer import train
 
     started = time.perf_counter()
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("input_size", args.input_size), ("seed", args.seed),
-                                                     ("ema", args.ema))
-                 if v is not None}
+    given = (("epochs", args.epochs), ("input_size", args.input_size), ("seed", args.seed), ("ema", args.ema))
+    overrides = {k: v for k, v in given if v is not None}
     out = args.out or Path("runs") / f"medmnist-{args.npz.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = train(args.npz, recipe=args.recipe, out=out, device=args.device, progress=not args.json,
                     workers=args.workers, time_budget=parse_budget(args.time_budget), **overrides)

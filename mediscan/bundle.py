@@ -95,7 +95,8 @@ def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
                     averaged: nn.Module | None = None) -> None:
     """Resumable training state in one atomic safetensors file: model, optimizer, the weight
     average (recipe `ema`) and, when an earlier epoch was better, the best weights as tensors;
-    epoch, history, ... as JSON metadata."""
+    epoch, history, ... as JSON metadata. Without `best`, the best weights are the average's
+    (when there is one) or the model's."""
     tensors = {f"model.{k}": v for k, v in _contiguous_state(model).items()}
     tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in (best or {}).items()})
     if averaged is not None:
@@ -136,8 +137,9 @@ def load_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
         raise BundleError(f"{run_dir}: nothing to resume ({path.name} is missing).")
     tensors, payload = _read_checkpoint(path)
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or weights
     average = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    scored = {k[7:]: v for k, v in average.items() if k.startswith("module.")} or weights  # what was validated
+    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or scored
     opt_state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

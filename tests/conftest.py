@@ -1,7 +1,8 @@
-"""Test-session settings. With pytest-xdist (`make test` runs one worker per core) each worker and the
-processes it starts use one thread, so the workers do not fight over the cores, and the modules with
-slow end-to-end tests go first, so no worker is left with one long test at the end. Consoles are wide
-enough that a temporary path is never wrapped inside a message a test looks for."""
+"""Test-session settings. With pytest-xdist (`make test` runs one worker per core) the OpenMP threads of
+each worker and of the processes it starts wait passively, so two workers that train at once share the
+cores instead of spinning against each other, and the modules with slow end-to-end tests go first, so
+no worker is left with one long test at the end. Consoles are wide enough that a temporary path is
+never wrapped inside a message a test looks for."""
 
 import os
 

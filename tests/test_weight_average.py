@@ -38,8 +38,10 @@ def test_checkpoint_restores_the_weight_average(tmp_path):
     save_checkpoint(tmp_path, model, optimizer, {"epoch": 1}, averaged=averaged)
     fresh = create_model("seed_cnn", 2)
     restored = AveragedModel(fresh, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
-    load_checkpoint(tmp_path, fresh, torch.optim.SGD(fresh.parameters(), lr=0.1), restored)
+    _, best = load_checkpoint(tmp_path, fresh, torch.optim.SGD(fresh.parameters(), lr=0.1), restored)
     assert int(restored.n_averaged) == 3
+    for name, value in averaged.module.state_dict().items():  # no separate best: the average is it
+        torch.testing.assert_close(best[name], value)
     for name, value in averaged.state_dict().items():
         torch.testing.assert_close(restored.state_dict()[name], value)
     assert not torch.equal(restored.module.features[0].weight, fresh.features[0].weight)  # the average, kept apart

@@ -83,13 +83,12 @@ class RunState:
 
     def save(self, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *,
              epoch: int, step: int, train_seconds: float, averaged: nn.Module | None = None) -> None:
-        """Checkpoint (the weight average, and the best weights when they are not the model's) and
-        history.csv."""
+        """Checkpoint (the weight average, and the best weights too when an earlier epoch was better)
+        and history.csv."""
         self.epoch, self.step, self.train_seconds = epoch, step, train_seconds
         state = {name: getattr(self, name) for name in CHECKPOINTED}
-        best_is_model = self.best_epoch == epoch and averaged is None
         save_checkpoint(run_dir, model, optimizer, state,
-                        best=None if best_is_model else self.best_weights, averaged=averaged)
+                        best=None if self.best_epoch == epoch else self.best_weights, averaged=averaged)
         RunFolder(run_dir).write_history(self.history)
 
     def patience_over(self, patience: int | None) -> bool:
