@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -84,8 +85,11 @@ def filled_head(batch: torch.Tensor, level: float = 0.02) -> torch.Tensor:
 
 
 def eroded(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """A 0/1 mask (N, 1, H, W) shrunk by `radius` pixels (a square structuring element)."""
-    return 1 - F.max_pool2d(1 - mask, 2 * radius + 1, stride=1, padding=radius)
+    """A 0/1 mask (N, 1, H, W) shrunk by `radius` pixels (a square structuring element, applied
+    as a row and a column pass: 2k instead of k*k comparisons per pixel)."""
+    size = 2 * radius + 1
+    outside = F.max_pool2d(1 - mask, (1, size), stride=1, padding=(0, radius))
+    return 1 - F.max_pool2d(outside, (size, 1), stride=1, padding=(radius, 0))
 
 
 def reframe(batch: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -126,6 +130,8 @@ class BatchAugment:
         return torch.rand(n, generator=self.generator) < p
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.shape[1] > 1 and bool((batch == batch[:, :1]).all()):  # grey: augment one channel
+            return self(batch[:, :1]).expand_as(batch).contiguous()
         batch = self._affine(batch)
         for op in (self._skull_strip, self._intensity_curve, self._bias_field, self._gamma_contrast,
                    self._blur, self._downsample, self._noise):
@@ -162,8 +168,12 @@ class BatchAugment:
     def _per_sample(self, values: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         return values.to(batch.device, batch.dtype).view(-1, 1, 1, 1)
 
-    def _masked(self, batch: torch.Tensor, changed: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return torch.where(self._per_sample(mask, batch) > 0, changed, batch)
+    def _on_some(self, batch: torch.Tensor, p: float, op: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """`op` applied to the samples drawn with probability `p`; only those are computed."""
+        chosen = self._chance(batch.shape[0], p).nonzero().squeeze(1).to(batch.device)
+        if len(chosen) == 0:
+            return batch
+        return batch.index_copy(0, chosen, op(batch.index_select(0, chosen)))
 
     def _skull_strip(self, batch: torch.Tensor) -> torch.Tensor:
         """Brain extraction: keep an eroded copy of the head mask (scalp and skull go), then
@@ -173,9 +183,12 @@ class BatchAugment:
             return batch
         depth = float(self._uniform(1, *c.strip_depth))
         radius = max(1, round(depth * batch.shape[-1]))
-        brain = F.avg_pool2d(eroded(filled_head(batch), radius), 3, stride=1, padding=1)  # a one-pixel soft edge
-        stripped = reframe(batch * brain, brain > 0.5)
-        return self._masked(batch, stripped, self._chance(batch.shape[0], c.skull_strip))
+
+        def strip(images: torch.Tensor) -> torch.Tensor:
+            brain = F.avg_pool2d(eroded(filled_head(images), radius), 3, stride=1, padding=1)  # soft edge
+            return reframe(images * brain, brain > 0.5)
+
+        return self._on_some(batch, c.skull_strip, strip)
 
     def _curves(self, n: int) -> torch.Tensor:
         """(N, K) random intensity curves through (0, 0): half monotonic, some inverted."""
@@ -195,15 +208,18 @@ class BatchAugment:
         c = self.config
         if not c.intensity_curve:
             return batch
-        n = batch.shape[0]
-        curves = self._curves(n).to(batch.device, batch.dtype)
-        segments = curves.shape[1] - 1
-        position = batch.clamp(0, 1).reshape(n, -1) * segments
-        low = position.floor().clamp(max=segments - 1)
-        frac = position - low
-        low = low.long()
-        mapped = curves.gather(1, low) * (1 - frac) + curves.gather(1, low + 1) * frac
-        return self._masked(batch, mapped.view_as(batch), self._chance(n, c.intensity_curve))
+
+        def remap(images: torch.Tensor) -> torch.Tensor:
+            n = images.shape[0]
+            curves = self._curves(n).to(images.device, images.dtype)
+            segments = curves.shape[1] - 1
+            position = images.clamp(0, 1).reshape(n, -1) * segments
+            low = position.floor().clamp(max=segments - 1)
+            frac = position - low
+            low = low.long()
+            return (curves.gather(1, low) * (1 - frac) + curves.gather(1, low + 1) * frac).view_as(images)
+
+        return self._on_some(batch, c.intensity_curve, remap)
 
     def _gamma_contrast(self, batch: torch.Tensor) -> torch.Tensor:
         c = self.config
@@ -242,10 +258,13 @@ class BatchAugment:
         kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
         kernel = (kernel / kernel.sum()).to(batch.device, batch.dtype)
         channels = batch.shape[1]
-        pad = F.pad(batch, (radius, radius, radius, radius), mode="replicate")
-        out = F.conv2d(pad, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
-        out = F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
-        return self._masked(batch, out, self._chance(batch.shape[0], self.config.p_photometric))
+
+        def blur(images: torch.Tensor) -> torch.Tensor:
+            pad = F.pad(images, (radius, radius, radius, radius), mode="replicate")
+            out = F.conv2d(pad, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
+            return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+
+        return self._on_some(batch, self.config.p_photometric, blur)
 
     def _downsample(self, batch: torch.Tensor) -> torch.Tensor:
         """Lose resolution: shrink and enlarge again (a low-field or thumbnail image)."""
@@ -253,21 +272,25 @@ class BatchAugment:
             return batch
         factor = float(self._uniform(1, self.config.downsample, 1.0))
         h, w = batch.shape[-2:]
-        small = F.interpolate(batch, size=(max(8, int(h * factor)), max(8, int(w * factor))),
-                              mode="bilinear", antialias=True, align_corners=False)
-        out = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
-        return self._masked(batch, out, self._chance(batch.shape[0], self.config.p_photometric))
+
+        def downsample(images: torch.Tensor) -> torch.Tensor:
+            small = F.interpolate(images, size=(max(8, int(h * factor)), max(8, int(w * factor))),
+                                  mode="bilinear", antialias=True, align_corners=False)
+            return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+
+        return self._on_some(batch, self.config.p_photometric, downsample)
 
     def _noise(self, batch: torch.Tensor) -> torch.Tensor:
         """Rician noise: magnitude of the image plus complex Gaussian noise."""
         if not self.config.noise:
             return batch
-        n = batch.shape[0]
-        std = self._uniform(n, 0.0, self.config.noise)
-        std = torch.where(self._chance(n, self.config.p_photometric), std, 0.0)
-        std = self._per_sample(std, batch)
-        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
-        noise_gen = torch.Generator(device=batch.device).manual_seed(seed)
-        real = torch.randn(batch.shape, generator=noise_gen, device=batch.device, dtype=batch.dtype)
-        imag = torch.randn(batch.shape, generator=noise_gen, device=batch.device, dtype=batch.dtype)
-        return torch.sqrt((batch + std * real) ** 2 + (std * imag) ** 2)
+
+        def rician(images: torch.Tensor) -> torch.Tensor:
+            std = self._per_sample(self._uniform(images.shape[0], 0.0, self.config.noise), images)
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+            noise_gen = torch.Generator(device=images.device).manual_seed(seed)
+            real = torch.randn(images.shape, generator=noise_gen, device=images.device, dtype=images.dtype)
+            imag = torch.randn(images.shape, generator=noise_gen, device=images.device, dtype=images.dtype)
+            return torch.sqrt((images + std * real) ** 2 + (std * imag) ** 2)
+
+        return self._on_some(batch, self.config.p_photometric, rician)

@@ -3,7 +3,10 @@
 import pytest
 import torch
 
-from mediscan.augment import PRESETS, AugmentConfig, BatchAugment, filled_head, get_preset, reframe
+import numpy as np
+from scipy import ndimage
+
+from mediscan.augment import PRESETS, AugmentConfig, BatchAugment, eroded, filled_head, get_preset, reframe
 
 
 def _batch(n: int = 8, size: int = 32) -> torch.Tensor:
@@ -99,3 +102,28 @@ def test_reframe_zooms_the_mask_box_to_the_frame():
     assert out[:, :, 2:-2, 2:-2].min() > 0.9
     empty = torch.zeros(1, 1, 8, 8)
     assert torch.equal(reframe(empty, empty > 0.5), empty)
+
+
+@pytest.mark.parametrize("name", ["strong", "mri"])
+def test_grey_batches_stay_grey_and_match_augmenting_one_channel(name):
+    grey = torch.rand(6, 1, 32, 32)
+    out = BatchAugment(name, seed=5)(grey.expand(6, 3, 32, 32).contiguous())
+    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])  # noise included
+    torch.testing.assert_close(out[:, :1], BatchAugment(name, seed=5)(grey.clone()))
+
+
+def test_ops_drawn_for_some_samples_leave_the_others_untouched():
+    x = torch.rand(32, 1, 24, 24)
+    out = BatchAugment(AugmentConfig(blur=1.0, p_photometric=0.5), seed=1)(x.clone())
+    unchanged = (out == x).flatten(1).all(dim=1)
+    assert 4 <= int(unchanged.sum()) <= 28  # about half blurred, the rest exactly as given
+
+
+def test_erosion_matches_a_square_structuring_element():
+    rng = np.random.default_rng(0)
+    mask = ndimage.binary_dilation(rng.random((3, 40, 40)) > 0.9, iterations=3)
+    for radius in (1, 4):
+        square = np.ones((1, 2 * radius + 1, 2 * radius + 1), bool)
+        expected = ndimage.binary_erosion(mask, square, border_value=1)
+        got = eroded(torch.from_numpy(mask).float().unsqueeze(1), radius).squeeze(1).numpy() > 0.5
+        assert np.array_equal(got, expected)

@@ -100,6 +100,20 @@ def test_train_refuses_a_lesion_share_outside_0_1(tmp_path, value):
     assert result.exit_code == 2 and "must be a share between 0 and 1" in text(result)
 
 
+@pytest.mark.parametrize("value,message", [("96", "START_PX,UNTIL"), ("8,0.5", ">= 16 px"), ("96,1.5", "share in")])
+def test_train_refuses_a_bad_progressive_schedule(tmp_path, value, message):
+    result = invoke("train", tmp_path, "--progressive", value)
+    assert result.exit_code == 2 and message in text(result)
+
+
+def test_progressive_option_reaches_the_recipe():
+    from mediscan.cli.common import parse_progressive
+    from mediscan.training.trainer import resolve_recipe
+
+    assert resolve_recipe("cpu", progressive=parse_progressive("96,0.7")).progressive == (96, 0.7)
+    assert resolve_recipe("cpu", progressive=parse_progressive("off")).progressive == (0, 0.0)
+
+
 @pytest.fixture
 def odd_folder(tmp_path):
     """Two good PNGs, a FIFO, a symbolic link loop and a dangling link."""

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from mediscan.training.loop import Budget
-from mediscan.training.schedule import lr_at
+from mediscan.training.schedule import lr_at, size_at
 
 
 @pytest.mark.parametrize("schedule,progress,expected", [
@@ -40,3 +40,22 @@ def test_unknown_schedule():
     with pytest.raises(ValueError, match="onecycle"):
         lr_at(0.5, base_lr=1.0, schedule="triangle")
 
+
+
+def test_progressive_size_grows_in_steps_to_full_size_by_the_ramp_end():
+    sizes = [size_at(p / 20, start=96, full=128, ramp_end=0.6) for p in range(21)]
+    assert sizes[0] == 96 and sizes == sorted(sizes)
+    assert set(sizes) == {96, 112, 128} and all(s == 128 for s in sizes[12:])
+    assert size_at(0.0, start=128, full=96, ramp_end=0.5) == 96  # a start above full: full size
+
+
+def test_pipeline_shrinks_batches_by_the_schedule():
+    import torch
+
+    from mediscan.training.loop import BatchPipeline
+
+    pipeline = BatchPipeline(images=torch.zeros(4, 1, 64, 64, dtype=torch.uint8), labels=torch.zeros(4).long(),
+                             mean=torch.zeros(1, 1, 1, 1), std=torch.ones(1, 1, 1, 1), device=torch.device("cpu"),
+                             size_at=lambda progress: 32 if progress < 0.5 else 64)
+    assert pipeline.batch(torch.arange(4), progress=0.1)[0].shape[-2:] == (32, 32)
+    assert pipeline.batch(torch.arange(4), progress=0.9)[0].shape[-2:] == (64, 64)

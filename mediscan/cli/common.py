@@ -73,6 +73,23 @@ def check_probability(value: float | None) -> float | None:
         raise typer.BadParameter(str(error)) from None
 
 
+def parse_progressive(text: str | None) -> tuple[int, float] | None:
+    """'96,0.7' -> (96, 0.7): progressive resizing from 96 px to full size at 70% of training;
+    'off' -> (0, 0.0), which the schedule treats as always full size."""
+    if text is None:
+        return None
+    if text.strip().lower() == "off":
+        return (0, 0.0)
+    try:
+        start, until = text.split(",")
+        start_px, until_share = int(start), float(until)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not START_PX,UNTIL; use e.g. 96,0.7 or off") from None
+    if start_px < 16 or not 0.0 < until_share <= 1.0:
+        raise typer.BadParameter(f"{text!r}: the start size must be >= 16 px and UNTIL a share in (0, 1]")
+    return start_px, until_share
+
+
 def check_share(value: float | None) -> float | None:
     """Typer callback for a share of images: a number in [0, 1] (nan refused), else usage error."""
     if value is not None and not 0.0 <= value <= 1.0:

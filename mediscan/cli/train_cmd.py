@@ -11,7 +11,15 @@ from typing import Iterator, Optional
 import typer
 from rich.table import Table
 
-from mediscan.cli.common import EXIT_INTERRUPTED, check_share, emit_json, fail, parse_duration, user_errors
+from mediscan.cli.common import (
+    EXIT_INTERRUPTED,
+    check_share,
+    emit_json,
+    fail,
+    parse_duration,
+    parse_progressive,
+    user_errors,
+)
 from mediscan.progress import console
 from mediscan.training.distributed import is_main_process
 
@@ -92,6 +100,9 @@ def train(
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (h-flip)."),
     ema: Optional[float] = typer.Option(None, help="Validate and ship a moving average of the weights with this "
                                         "decay per step, e.g. 0.995 (0: off)."),
+    progressive: Optional[str] = typer.Option(
+        None, help="Progressive resizing START_PX,UNTIL: train smaller inputs first, growing to full size at "
+        "that share of training, e.g. 96,0.7 (off: full size throughout)."),
     lesions: Optional[float] = typer.Option(None, callback=check_share, help="Brain MRI: share of the normal "
                                             "training images given a synthetic lesion (tumour; 0: off)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 or mps (default: best available)."),
@@ -114,6 +125,7 @@ def train(
             batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
             patience=patience, time_budget=parse_duration(time_budget), balance=balance, tta=tta, ema=ema,
             crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions,
+            progressive=parse_progressive(progressive),
         )
     if not is_main_process():
         return

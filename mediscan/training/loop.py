@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from mediscan.augment import BatchAugment
 from mediscan.forward import autocast_for, uses_channels_last
@@ -120,8 +121,9 @@ class BatchPipeline:
     device: torch.device
     augment: BatchAugment | None = None
     lesions: LesionSynthesis | None = None  # paints lesions into some normal images (relabelled)
+    size_at: Callable[[float], int] | None = None  # progressive resizing: input side at a progress
 
-    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, index: torch.Tensor, progress: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images[index.to(self.images.device)]
         if self.device.type == "cuda" and not x.is_cuda:
             x = x.pin_memory()
@@ -132,6 +134,9 @@ class BatchPipeline:
             x, y = self.lesions(x, y)
         if self.augment is not None:
             x = self.augment(x)
+        size = x.shape[-1] if self.size_at is None else self.size_at(progress)
+        if size < x.shape[-1]:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         x = (x - self.mean) / self.std
         if uses_channels_last(self.device):
             x = x.contiguous(memory_format=torch.channels_last)
@@ -165,8 +170,9 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, criterio
         if len(index) < 2 or budget.exhausted:
             break
         step_began = time.perf_counter()
-        lr = set_lr(budget.progress)
-        x, y = pipeline.batch(index)
+        progress = budget.progress
+        lr = set_lr(progress)
+        x, y = pipeline.batch(index, progress)
         with autocast_for(device):
             logits = model(x)
             loss = criterion(logits.float(), y)

@@ -36,6 +36,7 @@ class Recipe:
     schedule: str = "onecycle"  # onecycle | cosine | constant
     warmup: float = 0.1  # fraction of training spent warming up (onecycle)
     label_smoothing: float = 0.1
+    progressive: tuple[int, float] | None = None  # (start px, progress at full size): smaller inputs first; None / (0, 0): off
     ema: float | None = None  # decay of a moving average of the weights, per step; validated and bundled
     augment: str = "auto"  # a preset of mediscan.augment.PRESETS, or "auto" (data.prepare.augmentation_for)
     balance: str = "sampler"  # none | weights | sampler
@@ -70,7 +71,7 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: dict) -> Recipe:
         data = dict(data)
-        for key in ("clip_percentiles", "fractions"):
+        for key in ("clip_percentiles", "fractions", "progressive"):
             if data.get(key) is not None and data[key] != AUTO:
                 data[key] = tuple(data[key])
         return cls(**data)

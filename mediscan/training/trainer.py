@@ -6,6 +6,7 @@ import math
 import time
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from mediscan.training.optim import (
     set_learning_rate,
 )
 from mediscan.training.recipes import Recipe, get_recipe
+from mediscan.training.schedule import size_at
 from mediscan.training.run_state import FitResult, RunState
 from mediscan.training.time_plan import TimePlan
 
@@ -105,7 +107,16 @@ def _pipeline(prepared: Prepared, train_index: np.ndarray, recipe: Recipe, devic
         std=torch.tensor(prepared.std, device=device).view(1, -1, 1, 1),
         device=device, augment=BatchAugment(recipe.augment, seed=recipe.seed + rank),
         lesions=lesion_synthesis_for(recipe, prepared.folder.classes, seed=recipe.seed + rank),
+        size_at=_progressive_sizes(recipe, prepared.preprocess.size),
     )
+
+
+def _progressive_sizes(recipe: Recipe, full: int) -> Callable[[float], int] | None:
+    """The recipe's progressive-resizing schedule at this data set's input size (None: off)."""
+    if recipe.progressive is None or recipe.progressive[1] <= 0:
+        return None
+    start, ramp_end = recipe.progressive
+    return partial(size_at, start=int(start), full=full, ramp_end=float(ramp_end))
 
 
 def _announce_lesions(lesions: LesionSynthesis | None, classes: list[str]) -> None:
