@@ -288,3 +288,15 @@ def test_train_step_times_each_variant_against_fp32(env):
     assert all(r["images_per_second"] > 0 for r in result["rows"]) and result["rows"][0]["vs_fp32"] == 1.0
     refused = run_script("train_step.py", "--variants", "fp16", env=env, check=False)
     assert refused.returncode == 2 and "unknown variants ['fp16']" in refused.stderr
+
+
+def test_augment_speed_times_each_preset_on_grey_and_colour(env):
+    done = run_script("augment_speed.py", "--presets", "mri", "light", "--size", "32", "--batch", "4",
+                      "--repeats", "1", env=env)
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("command: ") and "augment_speed.py" in lines[0]
+    assert any(line.startswith("preset") and "ms / batch" in line for line in lines)
+    result = last_json(done.stdout)
+    assert [(r["preset"], r["kind"]) for r in result["rows"]] == [
+        ("mri", "grey"), ("mri", "colour"), ("light", "grey"), ("light", "colour")]
+    assert all(r["ms_per_batch"] > 0 and r["images_per_second"] > 0 for r in result["rows"])
