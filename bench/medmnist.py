@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> dict:
     from mediscan.training.trainer import train
 
     started = time.perf_counter()
-    given = (("epochs", args.epochs), ("input_size", args.input_size), ("seed", args.seed), ("ema", args.ema))
+    given = (("epochs", args.epochs), ("input_size", args.input_size), ("seed", args.seed), ("ema", args.ema),
+             ("lr", args.lr))
     overrides = {k: v for k, v in given if v is not None}
     out = args.out or Path("runs") / f"medmnist-{args.npz.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = train(args.npz, recipe=args.recipe, out=out, device=args.device, progress=not args.json,
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, help="Override the recipe's epochs.")
     parser.add_argument("--input-size", type=int, help="Override the recipe's input size.")
     parser.add_argument("--seed", type=int, help="Random seed instead of the recipe's.")
+    parser.add_argument("--lr", type=float, help="Peak learning rate instead of the recipe's.")
     parser.add_argument("--ema", type=float, help="Weight-average decay instead of the recipe's (0: off).")
     parser.add_argument("--device", help="cpu, cuda, mps (default: best available).")
     parser.add_argument("--workers", type=int, help="Decoding processes.")

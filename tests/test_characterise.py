@@ -135,11 +135,23 @@ def test_tiny_images_get_the_recipes_tiny_input_size_unless_a_size_is_given(tmp_
     chosen, found = choose_preprocessing(folder, cpu, progress=False)
     assert (cpu.input_size, cpu.tiny_input_size, chosen.input_size) == (128, 96, 96)
     assert preprocess_for(chosen).size == 96
-    assert "input 96 px: tiny images (28 px) upsampled 3.4x" in found.reasons[-1]
+    assert any("input 96 px: tiny images (28 px) upsampled 3.4x" in reason for reason in found.reasons)
     given, given_found = choose_preprocessing(folder, cpu.with_overrides(input_size=64), progress=False)
     assert given.input_size == 64 and not any(r.startswith("input") for r in given_found.reasons)
     head = scan_folder(make_phantom(tmp_path / "phantom", n=8, size=128, seed=0))
     assert choose_preprocessing(head, cpu, progress=False)[0].input_size == 128
+
+
+def test_tiny_images_get_the_recipes_tiny_learning_rate_unless_a_rate_is_given(tmp_path):
+    folder = scan_folder(modality_data.tiny_grey_npz(tmp_path / "pneumoniamnist.npz"))
+    cpu = get_recipe("cpu")
+    chosen, found = choose_preprocessing(folder, cpu, progress=False)
+    assert (cpu.lr, cpu.tiny_lr, chosen.lr) == (4e-3, 2e-3, 2e-3)
+    assert "learning rate 0.002: the recipe's for tiny images" in found.reasons[-1]
+    given, given_found = choose_preprocessing(folder, cpu.with_overrides(lr=1e-3), progress=False)
+    assert given.lr == 1e-3 and not any(r.startswith("learning rate") for r in given_found.reasons)
+    head = scan_folder(make_phantom(tmp_path / "phantom", n=8, size=128, seed=0))
+    assert choose_preprocessing(head, cpu, progress=False)[0].lr == 4e-3
 
 
 def test_multi_label_npz_is_refused_clearly(tmp_path):

@@ -59,6 +59,14 @@ def input_size_for(found: Characterisation, recipe: Recipe) -> tuple[int | None,
                   f"the recipe's size for tiny images (its size for the rest: {recipe.input_size} px)")
 
 
+def lr_for(found: Characterisation, recipe: Recipe) -> tuple[float, str | None]:
+    """The recipe's peak learning rate, or its rate for tiny images; and why when it differs."""
+    if found.kind != "tiny" or not recipe.tiny_lr:
+        return recipe.lr, None
+    return recipe.tiny_lr, (f"learning rate {recipe.tiny_lr:g}: the recipe's for tiny images, whose mild "
+                            f"augmentation needs no more (its rate for the rest: {recipe.lr:g})")
+
+
 def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
                          progress: bool = True) -> tuple[Recipe, Characterisation | None]:
     """The recipe with its "auto" preprocessing fields chosen from the data, and the findings."""
@@ -70,8 +78,8 @@ def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
     if "augment" in auto:
         found.reasons.append(f"augmentation: {why}")
     size, why_size = input_size_for(found, recipe)
-    if why_size:
-        found.reasons.append(why_size)
+    lr, why_lr = lr_for(found, recipe)
+    found.reasons.extend(why for why in (why_size, why_lr) if why)
     chosen = {"channels": model_config(recipe.model).channels, "crop_foreground": found.crop_foreground,
               "clip_percentiles": found.clip_percentiles, "normalization": found.normalization,
               "augment": augment}
@@ -79,7 +87,7 @@ def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
         console.print(f"preprocessing chosen from {found.images} images ({', '.join(auto)}):")
         for reason in found.reasons:
             console.print(f"  {reason}")
-    return dataclasses.replace(recipe, input_size=size, **{name: chosen[name] for name in auto}), found
+    return dataclasses.replace(recipe, input_size=size, lr=lr, **{name: chosen[name] for name in auto}), found
 
 
 def preprocess_for(recipe: Recipe) -> Preprocess:
