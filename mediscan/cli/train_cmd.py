@@ -77,6 +77,11 @@ def _print_headline(summary: dict) -> None:
                   f"{summary['images_seen']:,} images seen (best epoch {summary['best_epoch']})")
 
 
+EMA_HELP = "Validate and ship a moving average of the weights with this decay per step, e.g. 0.995 (0: off)."
+PROGRESSIVE_HELP = ("Progressive resizing START_PX,UNTIL: train smaller inputs first, growing to full size at that "
+                    "share of training, e.g. 96,0.7 (off: full size throughout).")
+
+
 def train(
     data: Path = typer.Argument(..., help="Folder of class folders (or Training/Testing, train/val/test, .npz)."),
     model: Optional[str] = typer.Option(None, help="Model name (see `mediscan models`)."),
@@ -98,11 +103,8 @@ def train(
     ordinal: Optional[bool] = typer.Option(
         None, "--ordinal/--no-ordinal", help="Labels are ordered grades: also report quadratic-weighted kappa."),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (h-flip)."),
-    ema: Optional[float] = typer.Option(None, help="Validate and ship a moving average of the weights with this "
-                                        "decay per step, e.g. 0.995 (0: off)."),
-    progressive: Optional[str] = typer.Option(
-        None, help="Progressive resizing START_PX,UNTIL: train smaller inputs first, growing to full size at "
-        "that share of training, e.g. 96,0.7 (off: full size throughout)."),
+    ema: Optional[float] = typer.Option(None, help=EMA_HELP),
+    progressive: Optional[str] = typer.Option(None, callback=parse_progressive, help=PROGRESSIVE_HELP),
     lesions: Optional[float] = typer.Option(None, callback=check_share, help="Brain MRI: share of the normal "
                                             "training images given a synthetic lesion (tumour; 0: off)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 or mps (default: best available)."),
@@ -124,8 +126,7 @@ def train(
             workers=workers, compile_model=compile_model, model=model, epochs=epochs,
             batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
             patience=patience, time_budget=parse_duration(time_budget), balance=balance, tta=tta, ema=ema,
-            crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions,
-            progressive=parse_progressive(progressive),
+            crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions, progressive=progressive,
         )
     if not is_main_process():
         return
