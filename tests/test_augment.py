@@ -1,9 +1,8 @@
 """Batched augmentation: seeded, shape-preserving, and each op does what it says."""
 
+import numpy as np
 import pytest
 import torch
-
-import numpy as np
 from scipy import ndimage
 
 from mediscan.augment import PRESETS, AugmentConfig, BatchAugment, eroded, filled_head, get_preset, reframe

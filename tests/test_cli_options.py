@@ -100,7 +100,8 @@ def test_train_refuses_a_lesion_share_outside_0_1(tmp_path, value):
     assert result.exit_code == 2 and "must be a share between 0 and 1" in text(result)
 
 
-@pytest.mark.parametrize("value,message", [("96", "START_PX,UNTIL"), ("8,0.5", ">= 16 px"), ("96,1.5", "share in")])
+@pytest.mark.parametrize("value,message",
+                         [("96", "START_PX,UNTIL"), ("8,0.5", ">= 16 px"), ("96,1.5", "share in")])
 def test_train_refuses_a_bad_progressive_schedule(tmp_path, value, message):
     result = invoke("train", tmp_path, "--progressive", value)
     assert result.exit_code == 2 and message in text(result)

@@ -41,7 +41,6 @@ def test_unknown_schedule():
         lr_at(0.5, base_lr=1.0, schedule="triangle")
 
 
-
 def test_progressive_size_grows_in_steps_to_full_size_by_the_ramp_end():
     sizes = [size_at(p / 20, start=96, full=128, ramp_end=0.6) for p in range(21)]
     assert sizes[0] == 96 and sizes == sorted(sizes)

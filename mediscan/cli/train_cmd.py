@@ -77,9 +77,10 @@ def _print_headline(summary: dict) -> None:
                   f"{summary['images_seen']:,} images seen (best epoch {summary['best_epoch']})")
 
 
-EMA_HELP = "Validate and ship a moving average of the weights with this decay per step, e.g. 0.995 (0: off)."
-PROGRESSIVE_HELP = ("Progressive resizing START_PX,UNTIL: train smaller inputs first, growing to full size at that "
-                    "share of training, e.g. 96,0.7 (off: full size throughout).")
+EMA_HELP = ("Validate and ship a moving average of the weights with this decay per step, e.g. 0.995 "
+            "(0: off).")
+PROGRESSIVE_HELP = ("Progressive resizing START_PX,UNTIL: train smaller inputs first, growing to full size at "
+                    "that share of training, e.g. 96,0.7 (off: full size throughout).")
 
 
 def train(

@@ -63,8 +63,8 @@ def lr_for(found: Characterisation, recipe: Recipe) -> tuple[float, str | None]:
     """The recipe's peak learning rate, or its rate for tiny images; and why when it differs."""
     if found.kind != "tiny" or not recipe.tiny_lr:
         return recipe.lr, None
-    return recipe.tiny_lr, (f"learning rate {recipe.tiny_lr:g}: the recipe's for tiny images, whose mild "
-                            f"augmentation needs no more (its rate for the rest: {recipe.lr:g})")
+    return recipe.tiny_lr, (f"learning rate {recipe.tiny_lr:g}: the recipe's for tiny images "
+                            f"(its rate for the rest: {recipe.lr:g})")
 
 
 def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,

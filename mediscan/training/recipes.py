@@ -37,7 +37,8 @@ class Recipe:
     schedule: str = "onecycle"  # onecycle | cosine | constant
     warmup: float = 0.1  # fraction of training spent warming up (onecycle)
     label_smoothing: float = 0.1
-    progressive: tuple[int, float] | None = None  # (start px, progress at full size): smaller inputs first; None / (0, 0): off
+    # progressive resizing: (start px, progress at which full size is reached); None or (0, 0): off
+    progressive: tuple[int, float] | None = None
     ema: float | None = None  # decay of a moving average of the weights, per step; validated and bundled
     augment: str = "auto"  # a preset of mediscan.augment.PRESETS, or "auto" (data.prepare.augmentation_for)
     balance: str = "sampler"  # none | weights | sampler

@@ -38,8 +38,8 @@ from mediscan.training.optim import (
     set_learning_rate,
 )
 from mediscan.training.recipes import Recipe, get_recipe
-from mediscan.training.schedule import size_at
 from mediscan.training.run_state import FitResult, RunState
+from mediscan.training.schedule import size_at
 from mediscan.training.time_plan import TimePlan
 
 
