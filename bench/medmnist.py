@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> dict:
 
     started = time.perf_counter()
     given = (("epochs", args.epochs), ("input_size", args.input_size), ("seed", args.seed), ("ema", args.ema),
-             ("lr", args.lr))
+             ("lr", args.lr), ("model", args.model))
     overrides = {k: v for k, v in given if v is not None}
     out = args.out or Path("runs") / f"medmnist-{args.npz.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = train(args.npz, recipe=args.recipe, out=out, device=args.device, progress=not args.json,
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--time-budget", default="10m", help="Training budget, e.g. 10m (default).")
     parser.add_argument("--recipe", default=None,
                         help="A mediscan recipe (default: the one `mediscan train` picks for the device).")
+    parser.add_argument("--model", help="A registered model instead of the recipe's (see `mediscan models`).")
     parser.add_argument("--epochs", type=int, help="Override the recipe's epochs.")
     parser.add_argument("--input-size", type=int, help="Override the recipe's input size.")
     parser.add_argument("--seed", type=int, help="Random seed instead of the recipe's.")

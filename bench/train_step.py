@@ -2,6 +2,7 @@
 
     python3 bench/train_step.py --recipe cpu --sizes 96 128
     python3 bench/train_step.py --recipe default --sizes 224 --device cuda --batch 256
+    python3 bench/train_step.py --recipe cpu --model efficientnet_lite1 --sizes 128 --variants fp32
 
 The recipe's model, ImageNet weights, frozen stages, optimizer and batch size, channels-last
 where mediscan uses it, random inputs (a step costs the same whatever the pixels). Variants:
@@ -26,6 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="cpu", help="The recipe whose model and batch size to time.")
     parser.add_argument("--sizes", type=int, nargs="+", default=[96, 128], help="Input sizes in pixels.")
+    parser.add_argument("--model", help="A registered model to time with the recipe's settings.")
     parser.add_argument("--batch", type=int, help="Batch size (default: the recipe's).")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"Comma-separated: {', '.join(VARIANTS)}.")
     parser.add_argument("--warmup", type=int, default=3, help="Untimed steps first (compilation happens here).")
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     command = announce(args.json)
-    recipe = get_recipe(args.recipe)
+    recipe = get_recipe(args.recipe).with_overrides(model=args.model)
     batch = args.batch or recipe.batch_size
     rows = []
     for size in args.sizes:

