@@ -19,7 +19,7 @@ from mediscan.data.phantom import make_phantom
 from mediscan.evaluation.runner import Scored, score_metrics
 from mediscan.training.recipes import Recipe, get_recipe
 from mediscan.data.prepare import choose_preprocessing, preprocess_for
-from mediscan.training.trainer import train
+from mediscan.training.trainer import augment_config, train
 from mediscan.transforms import Preprocess, foreground_box
 
 
@@ -152,6 +152,22 @@ def test_tiny_images_get_the_recipes_tiny_learning_rate_unless_a_rate_is_given(t
     assert given.lr == 1e-3 and not any(r.startswith("learning rate") for r in given_found.reasons)
     head = scan_folder(make_phantom(tmp_path / "phantom", n=8, size=128, seed=0))
     assert choose_preprocessing(head, cpu, progress=False)[0].lr == 4e-3
+
+
+def test_flips_go_when_a_mirror_changes_the_class_and_stay_otherwise(tmp_path):
+    organs = scan_folder(modality_data.organ_sides_npz(tmp_path / "organamnist.npz"))
+    cpu = get_recipe("cpu").with_overrides(tta=True)
+    chosen, found = choose_preprocessing(organs, cpu, progress=False)
+    assert (found.mirrored, found.flip, chosen.flip, chosen.tta) == ([("0", "1")], False, False, False)
+    assert any(r.startswith("no flips") and "0 <-> 1" in r for r in found.reasons)
+    assert get_preset(chosen.augment).hflip > 0 and augment_config(chosen).hflip == 0
+    forced, _ = choose_preprocessing(organs, cpu.with_overrides(flip=True), progress=False)
+    assert (forced.flip, forced.tta) == (True, True)
+    assert augment_config(forced).hflip == get_preset(forced.augment).hflip
+    head = scan_folder(make_phantom(tmp_path / "phantom", n=8, size=128, seed=0))
+    kept, kept_found = choose_preprocessing(head, cpu, progress=False)
+    assert (kept.flip, kept.tta) == (True, True) and augment_config(kept).hflip == get_preset("mri").hflip
+    assert any(r.startswith("flips kept") for r in kept_found.reasons)
 
 
 def test_multi_label_npz_is_refused_clearly(tmp_path):

@@ -104,6 +104,9 @@ def train(
     ordinal: Optional[bool] = typer.Option(
         None, "--ordinal/--no-ordinal", help="Labels are ordered grades: also report quadratic-weighted kappa."),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (h-flip)."),
+    flip: Optional[bool] = typer.Option(
+        None, "--flip/--no-flip",
+        help="Flips in augmentation and TTA (default: off when a mirror turns one class into another)."),
     ema: Optional[float] = typer.Option(None, help=EMA_HELP),
     progressive: Optional[str] = typer.Option(None, callback=parse_progressive, help=PROGRESSIVE_HELP),
     lesions: Optional[float] = typer.Option(None, callback=check_share, help="Brain MRI: share of the normal "
@@ -126,7 +129,8 @@ def train(
             data, recipe=recipe, out=out, device=device, resume=resume, progress=progress,
             workers=workers, compile_model=compile_model, model=model, epochs=epochs,
             batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
-            patience=patience, time_budget=parse_duration(time_budget), balance=balance, tta=tta, ema=ema,
+            patience=patience, time_budget=parse_duration(time_budget), balance=balance, tta=tta, flip=flip,
+            ema=ema,
             crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions, progressive=progressive,
         )
     if not is_main_process():

@@ -13,7 +13,9 @@ downscaled to at most MEASURE_SIDE pixels) and choose from what they see:
 - a round colour disc on black (fundus): the same crop, which keeps the largest component,
   i.e. the circular field of view, and blanks the corners; no clip, so colour balance stays;
 - anything that fills the frame (ultrasound fans, X-rays, microscopy on a light background):
-  no crop, no clip.
+  no crop, no clip;
+- classes that a left-right mirror turns into each other (left/right organs, `data.mirror`):
+  no flips in augmentation or test-time augmentation.
 
 Each choice comes with a human-readable reason naming the measured figure and its threshold.
 """
@@ -27,6 +29,7 @@ from PIL import Image
 from scipy import ndimage
 
 from mediscan.data.folders import ImageFolder
+from mediscan.data.mirror import mirrored_classes, thumbnail
 from mediscan.data.readers import ImageReadError
 from mediscan.progress import progress_bar
 from mediscan.transforms import as_image, find_foreground, to_grey
@@ -77,6 +80,8 @@ class Characterisation:
     clip_percentiles: tuple[float, float] | None
     normalization: str  # "model" or "dataset"
     reasons: list[str] = field(default_factory=list)
+    mirrored: list[tuple[str, str]] = field(default_factory=list)  # classes a left-right flip swaps
+    flip: bool = True  # flips keep every class (data.mirror)
 
     def to_dict(self) -> dict:
         """Plain JSON-able figures, choices and reasons."""
@@ -126,20 +131,35 @@ def sample_indices(folder: ImageFolder, limit: int = SAMPLE, seed: int = 0) -> n
 
 def characterise(folder: ImageFolder, *, limit: int = SAMPLE, seed: int = 0,
                  progress: bool = False) -> Characterisation:
-    """Measure a sample of the folder's images and choose crop, clip and normalisation."""
-    stats = []
+    """Measure a sample of the folder's images and choose crop, clip, normalisation and flips."""
+    stats, thumbs, labels = [], [], []
     indices = sample_indices(folder, limit, seed)
     with progress_bar("characterising", len(indices), progress) as advance:
         for i in indices:
             try:
-                stats.append(measure(folder.read(int(i))))
+                img = folder.read(int(i))
+                stats.append(measure(img))
+                thumbs.append(thumbnail(img))
+                labels.append(folder.labels[i])
             except (ImageReadError, ValueError):
                 pass
             advance()
     if not stats:
         raise ValueError(f"{folder.root}: none of the {len(indices)} sampled images could be read; "
                          "run `mediscan inspect` on it to see what is wrong")
-    return choose(stats)
+    found = choose(stats)
+    found.mirrored = mirrored_classes(np.stack(thumbs), np.array(labels), folder.classes)
+    found.flip = not found.mirrored
+    found.reasons.append(_flip_reason(found.mirrored))
+    return found
+
+
+def _flip_reason(mirrored: list[tuple[str, str]]) -> str:
+    if not mirrored:
+        return "flips kept: no class looks like the mirror image of another"
+    pairs = ", ".join(f"{a} <-> {b}" for a, b in mirrored)
+    return (f"no flips (augmentation nor test-time): a left-right mirror turns one class into another "
+            f"({pairs})")
 
 
 def _median(stats: list[ImageStats], name: str) -> float:

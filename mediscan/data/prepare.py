@@ -82,12 +82,14 @@ def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
     found.reasons.extend(why for why in (why_size, why_lr) if why)
     chosen = {"channels": model_config(recipe.model).channels, "crop_foreground": found.crop_foreground,
               "clip_percentiles": found.clip_percentiles, "normalization": found.normalization,
-              "augment": augment}
+              "augment": augment, "flip": found.flip}
+    tta = recipe.tta and found.flip if "flip" in auto else recipe.tta
     if progress:
         console.print(f"preprocessing chosen from {found.images} images ({', '.join(auto)}):")
         for reason in found.reasons:
             console.print(f"  {reason}")
-    return dataclasses.replace(recipe, input_size=size, lr=lr, **{name: chosen[name] for name in auto}), found
+    return dataclasses.replace(recipe, input_size=size, lr=lr, tta=tta,
+                               **{name: chosen[name] for name in auto}), found
 
 
 def preprocess_for(recipe: Recipe) -> Preprocess:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 AUTO = "auto"
-AUTO_FIELDS = ("channels", "crop_foreground", "clip_percentiles", "normalization", "augment")
+AUTO_FIELDS = ("channels", "crop_foreground", "clip_percentiles", "normalization", "augment", "flip")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Recipe:
     progressive: tuple[int, float] | None = None
     ema: float | None = None  # decay of a moving average of the weights, per step; validated and bundled
     augment: str = "auto"  # a preset of mediscan.augment.PRESETS, or "auto" (data.prepare.augmentation_for)
+    flip: bool | str = "auto"  # the preset's flips (and flip TTA); "auto": off when a mirror changes the class
     balance: str = "sampler"  # none | weights | sampler
     lesions: float = 0.0  # brain MRI ("mri" augmentation): share of normal images given a synthetic lesion
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -82,7 +83,7 @@ class Recipe:
 
 
 _TUTORIAL = dict(
-    channels=3, crop_foreground=False, clip_percentiles=None, normalization="model", fit="stretch",
+    channels=3, crop_foreground=False, clip_percentiles=None, normalization="model", fit="stretch", flip=True,
     label_smoothing=0.0,
     weight_decay=0.0, schedule="constant", balance="none", group_duplicates=False,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from functools import partial
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mediscan.augment import BatchAugment
+from mediscan.augment import AugmentConfig, BatchAugment, get_preset
 from mediscan.bundle import save_bundle
 from mediscan.data.characterise import Characterisation
 from mediscan.data.prepare import Prepared, prepare_data
@@ -105,10 +106,16 @@ def _pipeline(prepared: Prepared, train_index: np.ndarray, recipe: Recipe, devic
         labels=torch.as_tensor(prepared.folder.labels[train_index], device=device),
         mean=torch.tensor(prepared.mean, device=device).view(1, -1, 1, 1),
         std=torch.tensor(prepared.std, device=device).view(1, -1, 1, 1),
-        device=device, augment=BatchAugment(recipe.augment, seed=recipe.seed + rank),
+        device=device, augment=BatchAugment(augment_config(recipe), seed=recipe.seed + rank),
         lesions=lesion_synthesis_for(recipe, prepared.folder.classes, seed=recipe.seed + rank),
         size_at=_progressive_sizes(recipe, prepared.preprocess.size),
     )
+
+
+def augment_config(recipe: Recipe) -> AugmentConfig:
+    """The recipe's augmentation preset, without its flips when the recipe turns them off."""
+    config = get_preset(recipe.augment)
+    return config if recipe.flip is not False else dataclasses.replace(config, hflip=0.0, vflip=0.0)
 
 
 def _progressive_sizes(recipe: Recipe, full: int) -> Callable[[float], int] | None:
