@@ -17,6 +17,7 @@ from mediscan.data.characterise import characterise, sample_indices
 from mediscan.data.folders import scan_folder
 from mediscan.data.phantom import make_phantom
 from mediscan.evaluation.runner import Scored, score_metrics
+from mediscan.run_folder import RunFolder
 from mediscan.training.recipes import Recipe, get_recipe
 from mediscan.data.prepare import choose_preprocessing, preprocess_for
 from mediscan.training.trainer import augment_config, train
@@ -241,3 +242,25 @@ def test_kappa_of_ordered_grades_with_interval():
     assert low < expected < high and high - low < 0.2
     assert "quadratic_kappa" not in score_metrics(Scored(y, probs, scored.classes, scored.sources,
                                                          scored.images), n_resamples=10)
+
+
+def test_a_large_validation_split_is_sampled_for_the_run_and_kept_whole_in_split_json(tmp_path, monkeypatch):
+    import mediscan.data.prepare as prepare
+
+    monkeypatch.setattr(prepare, "MAX_VAL_IMAGES", 6)
+    monkeypatch.setenv("MEDISCAN_CACHE", str(tmp_path / "cache"))
+    data = modality_data.tiny_grey_npz(tmp_path / "pneumoniamnist.npz", n=40)
+    run = RunFolder(train(data, recipe="cpu", out=tmp_path / "run", device="cpu", progress=False, workers=1,
+                          epochs=1, input_size=32, batch_size=16, time_budget=0))
+    assert len(run.read_split().val) == 10 and run.read_metrics()["split"]["val"] == 6
+    assert "validation: 6 of the 10 validation images (random sample), each epoch and for calibration" in \
+        run.read_meta()["preprocess_reasons"]
+    folder = scan_folder(data)
+    whole = prepare.Prepared(folder, None, None, {"train": np.arange(40), "val": np.arange(40, 50),
+                                                  "test": np.arange(50, 60)}, None, (0,), (1,))
+    capped, reason = prepare.capped_validation(whole, limit=4, seed=1)
+    assert len(capped.indices["val"]) == 4 and set(capped.indices["val"]) <= set(range(40, 50))
+    np.testing.assert_array_equal(capped.indices["val"], prepare.capped_validation(whole, limit=4, seed=1)[0]
+                                  .indices["val"])
+    assert capped.indices["train"] is whole.indices["train"] and reason.startswith("validation: 4 of the 10")
+    assert prepare.capped_validation(whole, limit=10) == (whole, None)

@@ -16,7 +16,7 @@ from torch import nn
 from mediscan.augment import AugmentConfig, BatchAugment, get_preset
 from mediscan.bundle import save_bundle
 from mediscan.data.characterise import Characterisation
-from mediscan.data.prepare import Prepared, prepare_data
+from mediscan.data.prepare import Prepared, capped_validation, prepare_data
 from mediscan.evaluation.calibration import fit_temperature
 from mediscan.forward import batched_logits, pick_device, uses_channels_last
 from mediscan.lesion_synthesis import LesionConfig, LesionSynthesis, lesion_classes
@@ -251,6 +251,17 @@ def _announce_failures(prepared: Prepared) -> None:
             console.print(f"  ... and {len(bad) - 20} more")
 
 
+def _capped_validation(prepared: Prepared, recipe: Recipe, announce: bool) -> Prepared:
+    """At most MAX_VAL_IMAGES validation images for this run; the reason printed and kept in model.json."""
+    prepared, reason = capped_validation(prepared, seed=recipe.seed)
+    if reason is not None:
+        if prepared.characterisation is not None:
+            prepared.characterisation.reasons.append(reason)
+        if announce:
+            console.print(reason)
+    return prepared
+
+
 def default_recipe_for(device: torch.device) -> str:
     """The recipe `train` uses when none is named: the GPU recipe on CUDA, else the CPU recipe."""
     return "default" if device.type == "cuda" else "cpu"
@@ -321,6 +332,7 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
     if dist_info.is_main:
         run.write_split(prepared.split)
         _announce_failures(prepared)
+    prepared = _capped_validation(prepared, recipe, progress and dist_info.is_main)
     model = create_model(recipe.model, len(prepared.folder.classes), pretrained=recipe.pretrained)
     if recipe.freeze_early:
         freeze_early_layers(model, recipe.model)
