@@ -81,6 +81,10 @@ EMA_HELP = ("Validate and ship a moving average of the weights with this decay p
             "(0: off).")
 PROGRESSIVE_HELP = ("Progressive resizing START_PX,UNTIL: train smaller inputs first, growing to full size at "
                     "that share of training, e.g. 96,0.7 (off: full size throughout).")
+FLIP_HELP = "Flips in augmentation and TTA (default: off when a mirror turns one class into another)."
+LESIONS_HELP = "Brain MRI: share of the normal training images given a synthetic lesion (tumour; 0: off)."
+CROP_HELP = "Crop to the object on a dark background (default: chosen from the data)."
+ORDINAL_HELP = "Labels are ordered grades: also report quadratic-weighted kappa."
 
 
 def train(
@@ -98,19 +102,14 @@ def train(
     patience: Optional[int] = typer.Option(None, help="Early stopping patience in epochs."),
     time_budget: Optional[str] = typer.Option(None, help="Fit the whole command in a budget, e.g. 10m (0: none)."),
     balance: Optional[str] = typer.Option(None, help="none | weights | sampler."),
-    crop: Optional[bool] = typer.Option(
-        None, "--crop/--no-crop", help="Crop to the object on a dark background (default: chosen from the data)."),
+    crop: Optional[bool] = typer.Option(None, "--crop/--no-crop", help=CROP_HELP),
     channels: Optional[int] = typer.Option(None, help="1 or 3 input channels (default: the model's)."),
-    ordinal: Optional[bool] = typer.Option(
-        None, "--ordinal/--no-ordinal", help="Labels are ordered grades: also report quadratic-weighted kappa."),
+    ordinal: Optional[bool] = typer.Option(None, "--ordinal/--no-ordinal", help=ORDINAL_HELP),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (h-flip)."),
-    flip: Optional[bool] = typer.Option(
-        None, "--flip/--no-flip",
-        help="Flips in augmentation and TTA (default: off when a mirror turns one class into another)."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help=FLIP_HELP),
     ema: Optional[float] = typer.Option(None, help=EMA_HELP),
     progressive: Optional[str] = typer.Option(None, callback=parse_progressive, help=PROGRESSIVE_HELP),
-    lesions: Optional[float] = typer.Option(None, callback=check_share, help="Brain MRI: share of the normal "
-                                            "training images given a synthetic lesion (tumour; 0: off)."),
+    lesions: Optional[float] = typer.Option(None, callback=check_share, help=LESIONS_HELP),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 or mps (default: best available)."),
     resume: bool = typer.Option(False, help="Continue the interrupted run in --out."),
     workers: Optional[int] = typer.Option(None, help="Decoding processes."),
