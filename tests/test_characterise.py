@@ -169,6 +169,8 @@ def test_flips_go_when_a_mirror_changes_the_class_and_stay_otherwise(tmp_path):
     kept, kept_found = choose_preprocessing(head, cpu, progress=False)
     assert (kept.flip, kept.tta) == (True, True) and augment_config(kept).hflip == get_preset("mri").hflip
     assert any(r.startswith("flips kept") for r in kept_found.reasons)
+    no_flip, _ = choose_preprocessing(head, cpu.with_overrides(flip=False), progress=False)
+    assert (no_flip.flip, no_flip.tta, augment_config(no_flip).hflip) == (False, False, 0)
 
 
 def test_multi_label_npz_is_refused_clearly(tmp_path):

@@ -129,8 +129,8 @@ def train(
             workers=workers, compile_model=compile_model, model=model, epochs=epochs,
             batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
             patience=patience, time_budget=parse_duration(time_budget), balance=balance, tta=tta, flip=flip,
-            ema=ema,
-            crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions, progressive=progressive,
+            ema=ema, crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions,
+            progressive=progressive,
         )
     if not is_main_process():
         return

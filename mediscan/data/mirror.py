@@ -40,8 +40,12 @@ def _mirror_name(name: str) -> str:
 def named_pairs(classes: list[str]) -> list[tuple[str, str]]:
     """Pairs of classes whose names differ only by left <-> right."""
     lower = {c.lower(): c for c in classes}
-    return [(c, lower[_mirror_name(c)]) for c in classes
-            if _mirror_name(c) != c.lower() and _mirror_name(c) in lower and c < lower[_mirror_name(c)]]
+    pairs = []
+    for name in classes:
+        other = lower.get(_mirror_name(name))
+        if other is not None and other.lower() != name.lower() and name < other:
+            pairs.append((name, other))
+    return pairs
 
 
 def image_pairs(thumbs: np.ndarray, labels: np.ndarray, classes: list[str]) -> list[tuple[str, str]]:

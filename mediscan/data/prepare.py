@@ -74,7 +74,7 @@ def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
     """The recipe with its "auto" preprocessing fields chosen from the data, and the findings."""
     auto = recipe.auto_fields()
     if not auto:
-        return recipe, None
+        return _without_flip_tta(recipe), None
     found = characterise(folder, progress=progress)
     augment, why = augmentation_for(found)
     if "augment" in auto:
@@ -85,13 +85,17 @@ def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
     chosen = {"channels": model_config(recipe.model).channels, "crop_foreground": found.crop_foreground,
               "clip_percentiles": found.clip_percentiles, "normalization": found.normalization,
               "augment": augment, "flip": found.flip}
-    tta = recipe.tta and found.flip if "flip" in auto else recipe.tta
     if progress:
         console.print(f"preprocessing chosen from {found.images} images ({', '.join(auto)}):")
         for reason in found.reasons:
             console.print(f"  {reason}")
-    return dataclasses.replace(recipe, input_size=size, lr=lr, tta=tta,
-                               **{name: chosen[name] for name in auto}), found
+    chosen_recipe = dataclasses.replace(recipe, input_size=size, lr=lr, **{name: chosen[name] for name in auto})
+    return _without_flip_tta(chosen_recipe), found
+
+
+def _without_flip_tta(recipe: Recipe) -> Recipe:
+    """Test-time augmentation is a horizontal flip: off wherever the recipe's flips are off."""
+    return dataclasses.replace(recipe, tta=False) if recipe.tta and recipe.flip is False else recipe
 
 
 def preprocess_for(recipe: Recipe) -> Preprocess:
