@@ -10,7 +10,7 @@ import pytest
 from shapes_data import make_shapes
 
 ARGS = ["--recipe", "default", "--crop", "--model", "resnet18",
-        "--input-size", "40", "--epochs", "12", "--batch-size", "16",
+        "--input-size", "40", "--epochs", "8", "--batch-size", "16",
         "--lr", "3e-3", "--device", "cpu", "--no-progress", "--json", "--workers", "1"]
 
 

@@ -16,7 +16,7 @@ from mediscan.predict import Classifier
 from mediscan.training.trainer import train
 from shapes_data import CLASSES, make_shapes, shape_image
 
-FAST = dict(model="resnet18", input_size=40, epochs=20, batch_size=16, lr=3e-3, augment="demo",
+FAST = dict(model="resnet18", input_size=40, epochs=12, batch_size=16, lr=3e-3, augment="demo",
             crop_foreground=False, group_duplicates=False)
 
 
