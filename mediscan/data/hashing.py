@@ -68,10 +68,10 @@ def perceptual_hash(img: np.ndarray) -> int:
     return int(str(imagehash.phash(grey)), 16)
 
 
-def thumbnail(img: np.ndarray) -> np.ndarray:
-    """48 x 48 uint8 greyscale thumbnail (standardised only when compared)."""
+def thumbnail(img: np.ndarray, side: int = THUMB) -> np.ndarray:
+    """side x side (48 x 48) uint8 greyscale thumbnail (standardised only when compared)."""
     grey = Image.fromarray(canonical_pixels(img)).convert("L")
-    return np.asarray(grey.resize((THUMB, THUMB), Image.BILINEAR), dtype=np.uint8)
+    return np.asarray(grey.resize((side, side), Image.BILINEAR), dtype=np.uint8)
 
 
 def standardised(thumbs: np.ndarray) -> np.ndarray:

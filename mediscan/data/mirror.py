@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from PIL import Image
 
-from mediscan.transforms import as_image, to_grey
+from mediscan.data import hashing
+from mediscan.transforms import as_image
 
 SIDE = 24  # thumbnails compared, pixels a side
 MARGIN = 0.5  # mirror(A) closer to B than MARGIN x its distance to A itself: flips turn A into B
@@ -27,9 +27,9 @@ _SIDES = {"left": "right", "right": "left"}
 
 
 def thumbnail(img: np.ndarray) -> np.ndarray:
-    """A SIDE x SIDE grey copy, standardised (zero mean, unit std) so that exposure does not count."""
-    grey = Image.fromarray(to_grey(as_image(img))).resize((SIDE, SIDE), Image.BILINEAR)
-    pixels = np.asarray(grey, dtype=np.float32)
+    """The duplicate search's grey thumbnail at SIDE px, standardised (zero mean, unit std) so that
+    exposure does not count."""
+    pixels = hashing.thumbnail(as_image(img), SIDE).astype(np.float32)
     return (pixels - pixels.mean()) / (pixels.std() + 1e-6)
 
 
