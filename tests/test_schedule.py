@@ -58,3 +58,21 @@ def test_pipeline_shrinks_batches_by_the_schedule():
                              size_at=lambda progress: 32 if progress < 0.5 else 64)
     assert pipeline.batch(torch.arange(4), progress=0.1)[0].shape[-2:] == (32, 32)
     assert pipeline.batch(torch.arange(4), progress=0.9)[0].shape[-2:] == (64, 64)
+
+
+def test_budget_expects_the_steps_its_seconds_fit_at_the_pace_so_far():
+    budget = Budget(total_steps=300, seconds=100.0, started=time.perf_counter() - 10.0)
+    assert budget.expected_steps() == 300  # no step yet: nothing measured
+    budget.step = 20  # 0.5 s a step: 100 s fit about 200 steps
+    assert 190 <= budget.expected_steps() <= 200
+    assert Budget(total_steps=300, step=20).expected_steps() == 300  # no seconds: the steps decide
+
+
+def test_epoch_label_shows_the_epochs_the_budget_fits():
+    from mediscan.training.trainer import _epoch_label
+
+    budget = Budget(total_steps=30 * 10, seconds=100.0, started=time.perf_counter() - 10.0, step=20)
+    assert _epoch_label(3, 30, budget) in {"epoch 3/~19", "epoch 3/~20"}  # 10 steps an epoch, ~200 steps fit
+    assert _epoch_label(3, 30, Budget(total_steps=300)) == "epoch 3/30"
+    late = Budget(total_steps=300, seconds=100.0, started=time.perf_counter() - 90.0, step=20)
+    assert _epoch_label(3, 30, late) == "epoch 3/~3"  # never fewer than the epoch being trained

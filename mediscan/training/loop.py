@@ -36,6 +36,14 @@ class Budget:
             return max(by_steps, (time.perf_counter() - self.started) / self.seconds)
         return by_steps
 
+    def expected_steps(self) -> int:
+        """The steps this budget is expected to allow: all of them, or as many as its seconds fit at
+        the pace so far (validation passes included)."""
+        if not self.seconds or self.step == 0:
+            return self.total_steps
+        pace = (time.perf_counter() - self.started) / self.step
+        return min(self.total_steps, int(self.seconds / pace))
+
     @property
     def exhausted(self) -> bool:
         if self.seconds and time.perf_counter() + self.step_seconds - self.started >= self.seconds:

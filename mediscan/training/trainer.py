@@ -156,6 +156,13 @@ def _replayed_generator(recipe: Recipe, labels: torch.Tensor, epochs_done: int) 
     return generator
 
 
+def _epoch_label(epoch: int, epochs: int, budget: Budget) -> str:
+    """'epoch k/N', N the recipe's epochs, or '/~N' when the time budget is expected to end training first."""
+    steps_per_epoch = max(1, budget.total_steps // epochs)
+    fit = max(epoch, math.ceil(budget.expected_steps() / steps_per_epoch))
+    return f"epoch {epoch}/{epochs}" if fit >= epochs else f"epoch {epoch}/~{fit}"
+
+
 def _announce_epoch(row: dict) -> None:
     console.print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} "
                   f"| val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} | {row['seconds']:.0f}s")
@@ -182,7 +189,8 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
     for epoch in range(state.epoch + 1, recipe.epochs + 1):
         order = distributed.shard(
             epoch_order(pipeline.labels, balance=recipe.balance, generator=generator), dist_info)
-        with progress_bar(f"epoch {epoch}/{recipe.epochs}", len(order), progress and dist_info.is_main) as advance:
+        label = _epoch_label(epoch, recipe.epochs, budget)
+        with progress_bar(label, len(order), progress and dist_info.is_main) as advance:
             row = train_one_epoch(network, optimizer, criterion, pipeline, order, batch_size=recipe.batch_size,
                                   budget=budget, set_lr=partial(set_learning_rate, optimizer, recipe),
                                   on_batch=advance,
