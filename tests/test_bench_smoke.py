@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mediscan.data.phantom import make_phantom
@@ -300,3 +301,37 @@ def test_augment_speed_times_each_preset_on_grey_and_colour(env):
     assert [(r["preset"], r["kind"]) for r in result["rows"]] == [
         ("mri", "grey"), ("mri", "colour"), ("light", "grey"), ("light", "colour")]
     assert all(r["ms_per_batch"] > 0 and r["images_per_second"] > 0 for r in result["rows"])
+
+
+@pytest.mark.slow
+def test_budget_times_the_whole_train_command_on_generated_cells(env):
+    done = run_script("budget.py", "--n", "48", "--budget", "15s", env=env)
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("command: ") and "budget.py" in lines[0]
+    header = next(line for line in lines if line.startswith("budget s"))
+    for column in ("whole command s", "overrun %", "epochs", "images seen", "test acc"):
+        assert column in header
+    result = last_json(done.stdout)
+    assert result["budget_seconds"] == 15.0 and result["epochs"] >= 1 and result["images_seen"] > 0
+    assert result["wall_seconds"] > result["train_seconds"] > 0
+    assert result["overrun_percent"] == pytest.approx(100 * (result["wall_seconds"] / 15 - 1), abs=0.5)
+
+
+def test_budget_cells_are_small_colour_images_on_black():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import budget
+    finally:
+        sys.path.remove(str(BENCH))
+    rng = np.random.default_rng(0)
+    for parasitized in (True, False):
+        cell = budget.cell_image(rng, parasitized)
+        assert cell.ndim == 3 and 50 <= cell.shape[0] <= 64 and cell.shape[0] == cell.shape[1]
+        middle = cell.shape[0] // 2
+        assert cell[0, 0].max() == 0 and cell[middle, middle, 0] > 100  # a black corner, a pink cell
+
+    def violet_pixels(cell: np.ndarray) -> int:
+        return int((cell[..., 2].astype(int) - cell[..., 0] > 20).sum())
+
+    assert violet_pixels(budget.cell_image(rng, True)) > 10  # the parasite's ring: bluer than red
+    assert violet_pixels(budget.cell_image(rng, False)) == 0
