@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors import safe_open
 from sklearn.metrics import accuracy_score
@@ -234,8 +235,8 @@ def test_compare_trains_on_one_split_and_tabulates(data_dir, tmp_path, monkeypat
     monkeypatch.setenv("MEDISCAN_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "compare"
     args = ["compare", str(data_dir), "--models", "resnet18,mobilenet_v3_small", "--out", str(out),
-            "--epochs", "2", "--input-size", "32", "--no-robustness", "--no-progress", "--json",
-            "--device", "cpu"]
+            "--recipe", "default", "--epochs", "2", "--input-size", "32", "--no-robustness", "--no-progress",
+            "--json", "--device", "cpu"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     table = json.loads(result.stdout)
@@ -246,3 +247,44 @@ def test_compare_trains_on_one_split_and_tabulates(data_dir, tmp_path, monkeypat
     assert (out / "report.html").exists() and (out / "plots" / "comparison.png").exists()
     again = json.loads(CliRunner().invoke(app, args).stdout)  # resumes: nothing retrained
     assert again["rows"][0]["train_seconds"] == table["rows"][0]["train_seconds"]
+
+
+def test_compare_on_a_cpu_uses_the_cpu_recipe_and_reports_a_model_it_cannot_train(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDISCAN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "compare"
+    args = ["compare", str(data_dir), "--models", "seed_cnn,no_such_model", "--out", str(out),
+            "--epochs", "1", "--input-size", "32", "--no-robustness", "--no-progress", "--json", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output  # one model could not be compared; the other was
+    table = json.loads(result.stdout)
+    assert table["recipe"] == "cpu"
+    (row,) = table["rows"]
+    assert row["name"] == "seed_cnn" and "from scratch" in row["note"]  # the cpu recipe is pretrained
+    assert "130-px" in row["note"]  # its Dense layers fix its input size
+    recipe = json.loads((out / "seed_cnn" / "recipe.json").read_text())
+    assert recipe["pretrained"] is False and recipe["freeze_early"] is False
+    assert json.loads((out / "seed_cnn" / "model.json").read_text())["input_size"] == 130
+    (failed,) = table["failed"]
+    assert failed["name"] == "no_such_model" and "no_such_model" in failed["error"]
+    assert json.loads((out / "comparison.json").read_text())["failed"] == table["failed"]
+
+
+def test_compare_says_what_it_will_cost_before_it_starts():
+    from mediscan.evaluation.compare import plan_line
+    from mediscan.training.recipes import get_recipe
+
+    cpu = torch.device("cpu")
+    line = plan_line(["a", "b", "c"], get_recipe("cpu"), cpu)
+    assert "3 models" in line and "10-minute budget" in line and "about 30 minutes" in line
+    unbounded = plan_line(["a"], get_recipe("default"), cpu)
+    assert "40 epochs" in unbounded and "hours on a CPU" in unbounded
+    assert "hours" not in plan_line(["a"], get_recipe("default"), torch.device("cuda"))
+
+
+def test_a_tutorial_cnn_at_another_input_size_is_refused_before_decoding(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDISCAN_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, ["train", str(data_dir), "--model", "seed_cnn", "--input-size", "64",
+                                      "--out", str(tmp_path / "run"), "--no-progress"])
+    assert result.exit_code == 2
+    assert "built for 130-px inputs" in result.output and "--input-size 130" in result.output
+    assert not any((tmp_path / "cache").glob("**/*.npy"))  # refused before any image was decoded

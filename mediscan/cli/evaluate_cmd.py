@@ -8,7 +8,14 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from mediscan.cli.common import check_file_name, check_probability, emit_json, user_errors
+from mediscan.cli.common import (
+    EXIT_SKIPPED,
+    check_file_name,
+    check_probability,
+    emit_json,
+    parse_duration,
+    user_errors,
+)
 from mediscan.progress import console
 
 
@@ -158,8 +165,10 @@ def compare(
     data: Path = typer.Argument(..., help="Data set (class folders or Training/Testing)."),
     models: str = typer.Option("seed_cnn,resnet18,efficientnet_lite0", help="Comma-separated names."),
     out: Path = typer.Option(Path("runs/compare"), help="Comparison folder (re-run to resume)."),
-    recipe: str = typer.Option("default", help="Recipe shared by all models."),
+    recipe: Optional[str] = typer.Option(None, help="Recipe shared by all models (default: the one `train` "
+                                         "uses on this device)."),
     epochs: Optional[int] = typer.Option(None),
+    time_budget: Optional[str] = typer.Option(None, help="Budget of each model's train command, e.g. 10m."),
     input_size: Optional[int] = typer.Option(None, help="Override the recipe's input size in pixels."),
     seed: int = typer.Option(0),
     robustness_check: bool = typer.Option(True, "--robustness/--no-robustness"),
@@ -174,10 +183,16 @@ def compare(
         result = compare_models(data, [m.strip() for m in models.split(",") if m.strip()], out=out,
                                 recipe=recipe, device=device, robustness=robustness_check,
                                 progress=progress, epochs=epochs, input_size=input_size,
-                                seed=seed)
+                                seed=seed, time_budget=parse_duration(time_budget))
     if json_out:
         emit_json(result)
-        return
+    else:
+        _print_comparison(result, out)
+    if result["failed"]:
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+def _print_comparison(result: dict, out: Path) -> None:
     table = Table(title="architecture comparison (identical split and seed)")
     for column in ("model", "accuracy (95% CI)", "macro F1", "AUC", "ECE", "params", "train s",
                    "img/s", "robustness"):
@@ -189,7 +204,13 @@ def compare(
                       f"{row['images_per_second']:.0f}",
                       f"{row['robustness_score']:.3f}" if "robustness_score" in row else "-")
     console.print(table)
-    console.print(f"report: {out / 'report.html'}")
+    for row in result["rows"]:
+        if row.get("note"):
+            console.print(f"{row['name']}: {row['note']}")
+    for failure in result["failed"]:
+        console.print(f"[red]not compared: {failure['name']}: {failure['error']}")
+    if result["rows"]:
+        console.print(f"report: {out / 'report.html'}")
 
 
 def report(run: Path = typer.Argument(..., help="Run folder.")) -> None:

@@ -104,7 +104,11 @@ def preprocess_for(recipe: Recipe) -> Preprocess:
     if auto:
         raise ValueError(f"recipe {recipe.name!r}: {', '.join(auto)} still 'auto'; choose them from the "
                          "data first (choose_preprocessing) or give fixed values")
-    size = recipe.input_size or model_config(recipe.model).input_size
+    config = model_config(recipe.model)
+    size = recipe.input_size or config.input_size
+    if config.fixed_input_size and size != config.input_size:
+        raise ValueError(f"{recipe.model} is built for {config.input_size}-px inputs (its Flatten + Dense layers "
+                         f"fix the size), not {size} px; train it with --input-size {config.input_size}")
     return Preprocess(size=size, channels=recipe.channels, fit=recipe.fit,
                       crop_foreground=recipe.crop_foreground,
                       clip_percentiles=recipe.clip_percentiles)

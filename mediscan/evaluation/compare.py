@@ -12,10 +12,12 @@ from mediscan.evaluation.robustness import robustness_table
 from mediscan.evaluation.stats import pairwise_mcnemar
 from mediscan.files import write_json
 from mediscan.forward import images_per_second, pick_device
+from mediscan.models import model_config
 from mediscan.predict import Classifier
 from mediscan.progress import console
 from mediscan.report import plots
 from mediscan.run_folder import RunFolder
+from mediscan.training.recipes import Recipe
 
 HEADLINES = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
 
@@ -24,7 +26,35 @@ def _run_name(model: str) -> str:
     return model.replace("/", "_")
 
 
-def _train_one(data: Path, model: str, run: RunFolder, split_file: Path, *, recipe: str,
+def plan_line(models: Sequence[str], recipe: Recipe, device) -> str:
+    """What the comparison will cost, printed before it starts."""
+    head = f"comparing {len(models)} models with recipe {recipe.name} on {device.type.upper()}: "
+    if recipe.time_budget:
+        minutes = recipe.time_budget / 60
+        total = len(models) * minutes
+        return (head + f"each train command within a {minutes:.0f}-minute budget, about {total:.0f} minutes "
+                "in all, then the robustness check of each model")
+    hours = " (hours on a CPU; --time-budget 10m bounds each model)" if device.type != "cuda" else ""
+    return head + f"each trains {recipe.epochs} epochs with no time budget{hours}"
+
+
+def model_overrides(model: str, recipe: Recipe, overrides: dict) -> tuple[dict, str | None]:
+    """The shared recipe's settings for one model, and a note where they must differ: a model without
+    pretrained weights trains from scratch in a pretrained recipe, a model built for one input size
+    (the tutorial CNNs) trains at that size."""
+    config = model_config(model)
+    settings, notes = dict(overrides), []
+    if recipe.pretrained and not config.pretrained_source:
+        settings.update(pretrained=False, freeze_early=False)
+        notes.append("no pretrained weights: trained from scratch")
+    if config.fixed_input_size:
+        settings["input_size"] = config.input_size
+        if recipe.input_size != config.input_size:
+            notes.append(f"built for {config.input_size}-px inputs: trained at that size")
+    return settings, "; ".join(notes) or None
+
+
+def _train_one(data: Path, model: str, run: RunFolder, split_file: Path, *, recipe: Recipe,
                progress: bool, device, overrides: dict) -> None:
     """Train (or resume, or skip when finished) one model of the comparison."""
     from mediscan.training.trainer import train
@@ -65,26 +95,52 @@ def _row(model: str, run: RunFolder, *, device, robustness: bool, severities: Se
     return row
 
 
-def compare_models(data: Path, models: Sequence[str], *, out: Path, recipe: str = "default",
+def compare_models(data: Path, models: Sequence[str], *, out: Path, recipe: str | None = None,
                    device=None, robustness: bool = True, severities: Sequence[int] = (1, 3, 5),
                    progress: bool = True, **overrides) -> dict:
-    """Train every model on the same split and seed; write comparison.json, a chart and a report."""
+    """Train every model on the same split and seed; write comparison.json, a chart and a report.
+
+    No recipe: the one `train` uses on this device. A model that cannot be trained (unknown name,
+    weights that cannot be loaded) is reported in `failed` and the others go on."""
     from mediscan.report.html import render_comparison_report
+    from mediscan.training.trainer import default_recipe_for, resolve_recipe
 
     out, device = Path(out), pick_device(device)
+    shared = resolve_recipe(recipe or default_recipe_for(device), **overrides)
+    if progress:
+        console.print(plan_line(models, shared, device))
     out.mkdir(parents=True, exist_ok=True)
-    split_file = out / "split.json"
-    rows, predicted, truth = [], {}, None
+    result = {"data": str(data), "recipe": shared.name, "seed": shared.seed, "split": None, "rows": [],
+              "mcnemar": [], "failed": []}
+    predicted, truth = {}, None
     for model in models:
         run = RunFolder(out / _run_name(model))
-        _train_one(Path(data), model, run, split_file, recipe=recipe, progress=progress,
-                   device=device, overrides=overrides)
-        rows.append(_row(model, run, device=device, robustness=robustness, severities=severities))
-        truth, predicted[model] = _predictions(run)
-        result = {"data": str(data), "recipe": recipe, "seed": overrides.get("seed"),
-                  "split": run.read_metrics().get("split"),
-                  "rows": rows, "mcnemar": pairwise_mcnemar(truth, predicted)}
+        try:
+            row, (truth, predicted[model]) = _compared(Path(data), model, run, out / "split.json", shared,
+                                                       progress=progress, device=device, overrides=overrides,
+                                                       robustness=robustness, severities=severities)
+        except (ValueError, RuntimeError, OSError) as error:
+            console.print(f"[red]{model}: not compared: {error}")
+            result["failed"].append({"name": model, "error": str(error)})
+            continue
+        result["rows"].append(row)
+        result.update(split=run.read_metrics().get("split"), mcnemar=pairwise_mcnemar(truth, predicted))
         write_json(out / "comparison.json", result, default=float)
-    plots.plot_comparison(rows, out / "plots" / "comparison.png")
-    render_comparison_report(out)
+    write_json(out / "comparison.json", result, default=float)
+    if result["rows"]:
+        plots.plot_comparison(result["rows"], out / "plots" / "comparison.png")
+        render_comparison_report(out)
     return result
+
+
+def _compared(data: Path, model: str, run: RunFolder, split_file: Path, recipe: Recipe, *, progress: bool,
+              device, overrides: dict, robustness: bool, severities: Sequence[int]):
+    """One model trained (or reused) and measured: its table row and (true, predicted) test labels."""
+    settings, note = model_overrides(model, recipe, overrides)
+    if note and progress:
+        console.print(f"{model}: {note}")
+    _train_one(data, model, run, split_file, recipe=recipe, progress=progress, device=device, overrides=settings)
+    row = _row(model, run, device=device, robustness=robustness, severities=severities)
+    if note:
+        row["note"] = note
+    return row, _predictions(run)

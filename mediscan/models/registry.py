@@ -32,6 +32,7 @@ class ModelConfig:
     early_layers: tuple[str, ...] = ()  # what `freeze_early` keeps fixed when fine-tuning
     description: str = ""
     pretrained_source: str = ""
+    fixed_input_size: bool = False  # Flatten + Dense: the network only takes `input_size` pixels
     family: str = "mediscan"
     extra: dict = field(default_factory=dict)
 

@@ -56,7 +56,7 @@ def register_tutorial_cnn(name: str, network: type[nn.Module], **config) -> None
                              "drop --pretrained or pick e.g. resnet18 or efficientnet_lite0.")
         return network(num_classes)
 
-    register_model(name, mean=UNIT_MEAN, std=UNIT_STD, **config)(build)
+    register_model(name, mean=UNIT_MEAN, std=UNIT_STD, fixed_input_size=True, **config)(build)
 
 
 register_tutorial_cnn(
