@@ -154,6 +154,20 @@ def test_inference_speed_times_both_backends_and_checks_they_agree(tiny_run, env
 
 
 @pytest.mark.slow
+def test_quantise_scores_the_int8_models_beside_fp32(tiny_run, env):
+    done = run_script("quantise.py", str(tiny_run), "--n", "8", "--calibration", "8", "--batch", "4",
+                      "--repeats", "1", env=env)
+    assert done.stdout.startswith("command: ") and "x fp32" in done.stdout
+    result = last_json(done.stdout)
+    assert set(result["models"]) == {"fp32", "dynamic", "static"} and 0 < result["images"] <= 8
+    fp32 = result["models"]["fp32"]
+    assert fp32["max_abs_probability_difference"] == 0 and fp32["top_class_differs"] == 0
+    for row in result["models"].values():
+        assert row["images_per_second"] > 0 and 0 <= row["test_accuracy"] <= 1
+    assert result["models"]["static"]["megabytes"] < fp32["megabytes"]  # int8 weights
+
+
+@pytest.mark.slow
 def test_ood_prints_flagged_fractions_and_auroc(tiny_run, env, tmp_path):
     done = run_script("ood.py", str(tiny_run), "--n", "6", "--chest", str(tmp_path / "none.npz"),
                       "--device", "cpu", env=env)
