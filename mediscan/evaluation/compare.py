@@ -122,11 +122,10 @@ def compare_models(data: Path, models: Sequence[str], *, out: Path, recipe: str 
         except (ValueError, RuntimeError, OSError) as error:
             console.print(f"[red]{model}: not compared: {error}")
             result["failed"].append({"name": model, "error": str(error)})
-            continue
-        result["rows"].append(row)
-        result.update(split=run.read_metrics().get("split"), mcnemar=pairwise_mcnemar(truth, predicted))
+        else:
+            result["rows"].append(row)
+            result.update(split=run.read_metrics().get("split"), mcnemar=pairwise_mcnemar(truth, predicted))
         write_json(out / "comparison.json", result, default=float)
-    write_json(out / "comparison.json", result, default=float)
     if result["rows"]:
         plots.plot_comparison(result["rows"], out / "plots" / "comparison.png")
         render_comparison_report(out)
@@ -134,7 +133,8 @@ def compare_models(data: Path, models: Sequence[str], *, out: Path, recipe: str 
 
 
 def _compared(data: Path, model: str, run: RunFolder, split_file: Path, recipe: Recipe, *, progress: bool,
-              device, overrides: dict, robustness: bool, severities: Sequence[int]):
+              device, overrides: dict, robustness: bool,
+              severities: Sequence[int]) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     """One model trained (or reused) and measured: its table row and (true, predicted) test labels."""
     settings, note = model_overrides(model, recipe, overrides)
     if note and progress:
