@@ -77,21 +77,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def measured(model: Path, images: np.ndarray, batch: int, repeats: int) -> tuple[float, np.ndarray]:
     """(best images/s over `repeats` passes after a warm-up pass, logits of the warm-up pass)."""
-    import onnxruntime as ort
+    from mediscan.onnx_backend import OnnxBackend
 
-    from mediscan.onnx_backend import INPUT_NAME, OUTPUT_NAME
-
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-
-    def logits_of(sample: np.ndarray) -> np.ndarray:
-        chunks = [np.ascontiguousarray(sample[i:i + batch]) for i in range(0, len(sample), batch)]
-        return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: chunk})[0] for chunk in chunks])
-
-    logits = logits_of(images)
+    backend = OnnxBackend(model.read_bytes())  # the path `Classifier` takes with the ONNX backend
+    logits = backend.logits_batch(images, batch_size=batch)
     best = 0.0
     for _ in range(repeats):
         started = time.perf_counter()
-        logits_of(images)
+        backend.logits_batch(images, batch_size=batch)
         best = max(best, len(images) / (time.perf_counter() - started))
     return best, logits
 

@@ -33,7 +33,7 @@ class OnnxBackend:
         source = path if isinstance(path, bytes) else str(path)
         self.session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
         props = self.session.get_modelmeta().custom_metadata_map
-        self.metadata: dict[str, Any] = {key: json.loads(value) for key, value in props.items()}
+        self.metadata: dict[str, Any] = {key: _json_or_text(value) for key, value in props.items()}
         if not isinstance(path, bytes):
             check_fresh(Path(path), self.metadata)
 
@@ -51,6 +51,14 @@ class OnnxBackend:
     def logits_batch(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Logits (float32 N x K) for preprocessed uint8 images N x C x S x S."""
         return self.outputs_batch(images, batch_size).logits
+
+
+def _json_or_text(value: str) -> Any:
+    """A metadata value: mediscan writes JSON; other tools (ONNX Runtime's quantiser) add plain text."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def check_fresh(path: Path, metadata: dict) -> None:

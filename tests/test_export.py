@@ -125,6 +125,16 @@ def test_stale_onnx_is_refused(tmp_path):
         Classifier.load(run, backend="onnx")
 
 
+def test_onnx_backend_keeps_plain_text_metadata_other_tools_add(exported, tmp_path):
+    model = onnx.load(str(exported / "model.onnx"))
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                        "onnx.quant.pre_process": "onnxruntime.quant"})
+    backend = OnnxBackend(model.SerializeToString())
+    assert backend.metadata["onnx.quant.pre_process"] == "onnxruntime.quant"
+    assert backend.metadata["classes"] == list(CLASSES)  # mediscan's own values still parsed
+    assert backend.logits_batch(random_batch(2)).shape == (2, len(CLASSES))
+
+
 def test_cli_export(tmp_path):
     run = make_run(tmp_path / "run")
     result = CliRunner().invoke(app, ["export", str(run), "--onnx", "--json"])
