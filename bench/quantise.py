@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -70,27 +70,19 @@ def quantised_models(source: Path, work: Path, calibration: np.ndarray, batch: i
     return paths
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 def measured(model: Path, images: np.ndarray, batch: int, repeats: int) -> tuple[float, np.ndarray]:
-    """(best images/s over `repeats` passes after a warm-up pass, logits of the warm-up pass)."""
+    """(best images/s over `repeats` passes, logits): the path `Classifier` takes with the ONNX backend."""
+    from mediscan.forward import images_per_second
     from mediscan.onnx_backend import OnnxBackend
 
-    backend = OnnxBackend(model.read_bytes())  # the path `Classifier` takes with the ONNX backend
-    logits = backend.logits_batch(images, batch_size=batch)
-    best = 0.0
-    for _ in range(repeats):
-        started = time.perf_counter()
-        backend.logits_batch(images, batch_size=batch)
-        best = max(best, len(images) / (time.perf_counter() - started))
-    return best, logits
+    logits_of = partial(OnnxBackend(model.read_bytes()).logits_batch, batch_size=batch)
+    logits = logits_of(images)
+    return images_per_second(logits_of, images, batch_size=len(images), repeats=repeats), logits
 
 
 def main(argv: list[str] | None = None) -> None:
     from mediscan.data.prepare import load_run_data
+    from mediscan.evaluation.calibration import apply_temperature
     from mediscan.export import export_onnx
     from mediscan.run_folder import RunFolder
 
@@ -113,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, path in models.items():
             log(f"{name}: {len(images)} test images")
             rate, logits = measured(path, images, args.batch, args.repeats)
-            probs = softmax(logits)
+            probs = apply_temperature(logits)
             reference = probs if reference is None else reference
             rows[name] = {"images_per_second": rate, "megabytes": path.stat().st_size / 2**20,
                           "test_accuracy": float((probs.argmax(1) == labels).mean()),

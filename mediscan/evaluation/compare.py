@@ -38,12 +38,12 @@ def plan_line(models: Sequence[str], recipe: Recipe, device) -> str:
     return head + f"each trains {recipe.epochs} epochs with no time budget{hours}"
 
 
-def model_overrides(model: str, recipe: Recipe, overrides: dict) -> tuple[dict, str | None]:
-    """The shared recipe's settings for one model, and a note where they must differ: a model without
+def model_overrides(model: str, recipe: Recipe) -> tuple[dict, str | None]:
+    """Where one model must differ from the shared recipe, and a note saying so: a model without
     pretrained weights trains from scratch in a pretrained recipe, a model built for one input size
     (the tutorial CNNs) trains at that size."""
     config = model_config(model)
-    settings, notes = dict(overrides), []
+    settings, notes = {}, []
     if recipe.pretrained and not config.pretrained_source:
         settings.update(pretrained=False, freeze_early=False)
         notes.append("no pretrained weights: trained from scratch")
@@ -117,8 +117,8 @@ def compare_models(data: Path, models: Sequence[str], *, out: Path, recipe: str 
         run = RunFolder(out / _run_name(model))
         try:
             row, (truth, predicted[model]) = _compared(Path(data), model, run, out / "split.json", shared,
-                                                       progress=progress, device=device, overrides=overrides,
-                                                       robustness=robustness, severities=severities)
+                                                       progress=progress, device=device, robustness=robustness,
+                                                       severities=severities)
         except (ValueError, RuntimeError, OSError) as error:
             console.print(f"[red]{model}: not compared: {error}")
             result["failed"].append({"name": model, "error": str(error)})
@@ -133,10 +133,9 @@ def compare_models(data: Path, models: Sequence[str], *, out: Path, recipe: str 
 
 
 def _compared(data: Path, model: str, run: RunFolder, split_file: Path, recipe: Recipe, *, progress: bool,
-              device, overrides: dict, robustness: bool,
-              severities: Sequence[int]) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+              device, robustness: bool, severities: Sequence[int]) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     """One model trained (or reused) and measured: its table row and (true, predicted) test labels."""
-    settings, note = model_overrides(model, recipe, overrides)
+    settings, note = model_overrides(model, recipe)
     if note and progress:
         console.print(f"{model}: {note}")
     _train_one(data, model, run, split_file, recipe=recipe, progress=progress, device=device, overrides=settings)
