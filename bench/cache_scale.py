@@ -135,7 +135,8 @@ def ram_fraction_for(nbytes: int, requested: float | None) -> float:
 def stream(path: Path, args: argparse.Namespace) -> dict:
     """Stream `--batches` training batches through image_source + BatchPipeline; the figures."""
     from mediscan.augment import BatchAugment
-    from mediscan.training.loop import BatchPipeline, StreamedImages, epoch_order, image_source
+    from mediscan.training.loop import BatchPipeline, StreamedImages, image_source
+    from mediscan.training.sampling import epoch_order
 
     images = np.load(path, mmap_mode="r")
     rows = np.arange(len(images))
@@ -148,7 +149,7 @@ def stream(path: Path, args: argparse.Namespace) -> dict:
         images=timed, labels=labels, device=device,
         mean=torch.full((1, 3, 1, 1), 0.5, device=device), std=torch.full((1, 3, 1, 1), 0.25, device=device),
         augment=None if args.augment == "none" else BatchAugment(args.augment, seed=args.seed))
-    order = epoch_order(labels, balance="none", generator=torch.Generator().manual_seed(args.seed))
+    order = epoch_order(len(labels), None, torch.Generator().manual_seed(args.seed))
     before = rss_now_mib()
     peaks = dict(before)
     started = time.perf_counter()

@@ -173,6 +173,15 @@ def test_same_seed_same_split_and_losses(data_dir, tmp_path):
     assert float(loss[0]) == pytest.approx(float(loss[1]), rel=1e-4)
 
 
+def test_source_balanced_sampling_trains_and_is_recorded(data_dir, tmp_path, capsys):
+    options = dict(device="cpu", progress=True, workers=1, cache_dir=tmp_path / "c",
+                   evaluate=False, **{**FAST, "epochs": 1})
+    run = train(data_dir, recipe="default", out=tmp_path / "sources", balance="sources", **options)
+    assert json.loads((run / "recipe.json").read_text())["balance"] == "sources"
+    assert "sampling balanced over classes and 8 intensity groups" in " ".join(capsys.readouterr().err.split())
+    assert len(list(csv.DictReader(open(run / "history.csv")))) == 1
+
+
 def _external_yes_no(root):
     """A tumour/no-tumour style folder from 'another source': mixed sizes and image modes."""
     rng = np.random.default_rng(7)

@@ -101,7 +101,8 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Random seed (split, init, augmentation)."),
     patience: Optional[int] = typer.Option(None, help="Early stopping patience in epochs."),
     time_budget: Optional[str] = typer.Option(None, help="Fit the whole command in a budget, e.g. 10m (0: none)."),
-    balance: Optional[str] = typer.Option(None, help="none | weights | sampler."),
+    balance: Optional[str] = typer.Option(
+        None, help="none | weights | sampler | sources (classes x intensity groups)."),
     crop: Optional[bool] = typer.Option(None, "--crop/--no-crop", help=CROP_HELP),
     channels: Optional[int] = typer.Option(None, help="1 or 3 input channels (default: the model's)."),
     ordinal: Optional[bool] = typer.Option(None, "--ordinal/--no-ordinal", help=ORDINAL_HELP),

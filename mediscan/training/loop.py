@@ -151,16 +151,6 @@ class BatchPipeline:
         return x, y
 
 
-def epoch_order(labels: torch.Tensor, *, balance: str, generator: torch.Generator) -> torch.Tensor:
-    """This epoch's sample order: a permutation, or class-balanced draws with replacement."""
-    n = len(labels)
-    if balance != "sampler":
-        return torch.randperm(n, generator=generator)
-    counts = torch.bincount(labels.cpu()).float()
-    weights = (1.0 / counts.clamp(min=1))[labels.cpu()]
-    return torch.multinomial(weights, n, replacement=True, generator=generator)
-
-
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
                     pipeline: BatchPipeline, order: torch.Tensor, *, batch_size: int,
                     budget: Budget, set_lr: Callable[[float], float],

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 AUTO = "auto"
 AUTO_FIELDS = ("channels", "crop_foreground", "clip_percentiles", "normalization", "augment", "flip")
+BALANCES = ("none", "weights", "sampler", "sources")  # training.optim, training.sampling
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Recipe:
     ema: float | None = None  # decay of a moving average of the weights, per step; validated and bundled
     augment: str = "auto"  # a preset of mediscan.augment.PRESETS, or "auto" (data.prepare.augmentation_for)
     flip: bool | str = "auto"  # the preset's flips (and flip TTA); "auto": off when a mirror changes the class
-    balance: str = "sampler"  # none | weights | sampler
+    balance: str = "sampler"  # none | weights | sampler | sources (training.sampling)
     lesions: float = 0.0  # brain MRI ("mri" augmentation): share of normal images given a synthetic lesion
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     group_duplicates: bool = True
@@ -66,6 +67,8 @@ class Recipe:
         unknown = set(overrides) - known
         if unknown:
             raise ValueError(f"unknown recipe fields: {sorted(unknown)}")
+        if overrides.get("balance") not in (None, *BALANCES):
+            raise ValueError(f"balance {overrides['balance']!r} is not one of {', '.join(BALANCES)}")
         given = {k: v for k, v in overrides.items() if v is not None}
         if "input_size" in given:
             given.setdefault("tiny_input_size", None)  # an explicit input size holds for every data set

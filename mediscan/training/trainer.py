@@ -25,13 +25,8 @@ from mediscan.ood import MAX_FIT_IMAGES, fit_detector
 from mediscan.progress import console, progress_bar
 from mediscan.run_folder import RunFolder
 from mediscan.training import distributed
-from mediscan.training.loop import (
-    BatchPipeline,
-    Budget,
-    epoch_order,
-    image_source,
-    train_one_epoch,
-)
+from mediscan.training.loop import BatchPipeline, Budget, image_source, train_one_epoch
+from mediscan.training.sampling import epoch_order, group_shares, intensity_groups, sampling_weights
 from mediscan.training.optim import (
     create_criterion,
     create_optimizer,
@@ -148,12 +143,30 @@ def _fit_to_plan(budget: Budget, plan: TimePlan | None) -> None:
         budget.seconds = plan.training_seconds(budget.started)
 
 
-def _replayed_generator(recipe: Recipe, labels: torch.Tensor, epochs_done: int) -> torch.Generator:
+def _replayed_generator(recipe: Recipe, n: int, weights: torch.Tensor | None, epochs_done: int) -> torch.Generator:
     """The sampling generator advanced past the epochs already trained (a resumed run draws as a fresh one)."""
     generator = torch.Generator().manual_seed(recipe.seed)
     for _ in range(epochs_done):
-        epoch_order(labels, balance=recipe.balance, generator=generator)
+        epoch_order(n, weights, generator)
     return generator
+
+
+def _draw_weights(prepared: Prepared, train_index: np.ndarray, recipe: Recipe,
+                  announce: bool) -> torch.Tensor | None:
+    """The recipe's per-image draw weights; for `balance="sources"` over classes and intensity groups."""
+    labels = prepared.folder.labels[train_index]
+    if recipe.balance != "sources":
+        return sampling_weights(labels, recipe.balance)
+    groups = intensity_groups((prepared.decoded.images[i] for i in train_index), seed=recipe.seed)
+    weights = sampling_weights(labels, recipe.balance, groups)
+    if announce:
+        overall = np.bincount(groups) / len(groups)
+        before = np.abs(group_shares(labels, groups) - overall).sum(1).max() / 2
+        after = np.abs(group_shares(labels, groups, weights) - overall).sum(1).max() / 2
+        console.print(f"sampling balanced over classes and {len(overall)} intensity groups (MRI contrast): "
+                      f"the class least like the overall mix of groups is {before:.0%} off it in its images, "
+                      f"{after:.0%} in its draws")
+    return weights
 
 
 def _epoch_label(epoch: int, epochs: int, budget: Budget) -> str:
@@ -185,10 +198,10 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
     if progress and dist_info.is_main:
         _announce_lesions(pipeline.lesions, prepared.folder.classes)
     budget = _budget(recipe, len(train_index), dist_info, state, plan)
-    generator = _replayed_generator(recipe, pipeline.labels, state.epoch)
+    weights = _draw_weights(prepared, train_index, recipe, progress and dist_info.is_main)
+    generator = _replayed_generator(recipe, len(train_index), weights, state.epoch)
     for epoch in range(state.epoch + 1, recipe.epochs + 1):
-        order = distributed.shard(
-            epoch_order(pipeline.labels, balance=recipe.balance, generator=generator), dist_info)
+        order = distributed.shard(epoch_order(len(train_index), weights, generator), dist_info)
         label = _epoch_label(epoch, recipe.epochs, budget)
         with progress_bar(label, len(order), progress and dist_info.is_main) as advance:
             row = train_one_epoch(network, optimizer, criterion, pipeline, order, batch_size=recipe.batch_size,

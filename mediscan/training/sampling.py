@@ -1,0 +1,77 @@
+"""Which training images an epoch draws: a permutation, class-balanced draws, or draws balanced over
+classes and intensity groups.
+
+The shortcut audit finds that in the brain Training folder the intensity histogram inside the head
+(a proxy of the MRI contrast) tells the classes apart: the no-tumour images are mostly T2 and FLAIR,
+the tumour images contrast-enhanced T1. `balance="sources"` clusters the training images by that
+histogram and draws every class with the groups' overall shares (the ratio to the class's own share
+capped at `MAX_RATIO`), so that within the draws a group says less about the class."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+
+from mediscan.data.shortcuts import intensity_features
+from mediscan.transforms import find_foreground
+
+GROUPS = 8
+MAX_RATIO = 4.0
+
+
+def intensity_signature(image: np.ndarray) -> list[float]:
+    """The intensity features of one uint8 (C, H, W) image inside its foreground (zeros when blank)."""
+    grey = image.mean(axis=0).astype(np.uint8) if image.shape[0] > 1 else image[0]
+    found = find_foreground(grey)
+    head = None if found is None else found.mask
+    return [0.0 if np.isnan(v) else v for v in intensity_features(grey, head)]
+
+
+def intensity_groups(images: np.ndarray, *, groups: int = GROUPS, seed: int = 0) -> np.ndarray:
+    """The k-means group of each uint8 (N, C, H, W) image's standardised intensity signature."""
+    features = np.array([intensity_signature(np.asarray(image)) for image in images], dtype=np.float64)
+    features = (features - features.mean(0)) / (features.std(0) + 1e-9)
+    k = max(1, min(groups, len(features)))
+    return KMeans(k, n_init=4, random_state=seed).fit_predict(features)
+
+
+def sampling_weights(labels: np.ndarray, balance: str, groups: np.ndarray | None = None) -> torch.Tensor | None:
+    """Per-image draw weights (None: a plain permutation), each class's summing to 1: drawn equally often."""
+    if balance not in ("sampler", "sources"):
+        return None
+    labels = np.asarray(labels)
+    weights = np.zeros(len(labels), dtype=np.float32)
+    for c in np.unique(labels):
+        members = labels == c
+        if balance == "sampler":
+            weights[members] = np.float32(1.0) / np.float32(members.sum())
+        else:
+            ratio = _group_ratio(groups, members)
+            weights[members] = ratio / ratio.sum()
+    return torch.from_numpy(weights)
+
+
+def _group_ratio(groups: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Per member of a class: its group's overall share over its share in the class, capped, per image."""
+    k = int(groups.max()) + 1
+    overall = np.bincount(groups, minlength=k) / len(groups)
+    in_class = np.bincount(groups[members], minlength=k)
+    ratio = np.clip(overall / np.maximum(in_class / members.sum(), 1e-12), 1 / MAX_RATIO, MAX_RATIO)
+    return ratio[groups[members]]
+
+
+def group_shares(labels: np.ndarray, groups: np.ndarray, weights: torch.Tensor | None = None) -> np.ndarray:
+    """(classes, groups) share of each class's draws (or images, without weights) in each group."""
+    labels = np.asarray(labels)
+    w = np.ones(len(labels)) if weights is None else weights.numpy()
+    table = np.zeros((int(labels.max()) + 1, int(groups.max()) + 1))
+    np.add.at(table, (labels, groups), w)
+    return table / np.maximum(table.sum(1, keepdims=True), 1e-12)
+
+
+def epoch_order(n: int, weights: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    """This epoch's sample order: a permutation, or n weighted draws with replacement."""
+    if weights is None:
+        return torch.randperm(n, generator=generator)
+    return torch.multinomial(weights, n, replacement=True, generator=generator)
