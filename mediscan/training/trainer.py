@@ -26,7 +26,6 @@ from mediscan.progress import console, progress_bar
 from mediscan.run_folder import RunFolder
 from mediscan.training import distributed
 from mediscan.training.loop import BatchPipeline, Budget, image_source, train_one_epoch
-from mediscan.training.sampling import epoch_order, group_shares, intensity_groups, sampling_weights
 from mediscan.training.optim import (
     create_criterion,
     create_optimizer,
@@ -35,6 +34,7 @@ from mediscan.training.optim import (
 )
 from mediscan.training.recipes import Recipe, get_recipe
 from mediscan.training.run_state import FitResult, RunState
+from mediscan.training.sampling import epoch_order, group_shares, intensity_groups, sampling_weights
 from mediscan.training.schedule import size_at
 from mediscan.training.time_plan import TimePlan
 
@@ -163,7 +163,8 @@ def _draw_weights(prepared: Prepared, train_index: np.ndarray, recipe: Recipe,
         overall = np.bincount(groups) / len(groups)
         before = np.abs(group_shares(labels, groups) - overall).sum(1).max() / 2
         after = np.abs(group_shares(labels, groups, weights) - overall).sum(1).max() / 2
-        console.print(f"sampling balanced over classes and {len(overall)} intensity groups (MRI contrast): "
+        console.print(f"sampling balanced over classes and {len(overall)} intensity groups (the histogram "
+                      f"inside the foreground; in MRI, the contrast): "
                       f"the class least like the overall mix of groups is {before:.0%} off it in its images, "
                       f"{after:.0%} in its draws")
     return weights
