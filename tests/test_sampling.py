@@ -4,12 +4,15 @@ import numpy as np
 import pytest
 import torch
 
+from mediscan.data.shortcuts import FEATURES, NUMERIC, measure
 from mediscan.training.recipes import get_recipe
 from mediscan.training.sampling import (
     MAX_RATIO,
     epoch_order,
     group_shares,
     intensity_groups,
+    intensity_signature,
+    largest_group_gap,
     sampling_weights,
 )
 
@@ -44,6 +47,8 @@ def test_source_balanced_draws_follow_the_overall_group_shares():
     overall = np.bincount(groups) / len(groups)
     np.testing.assert_allclose(before[:, 0], [0.8, 0.3])
     np.testing.assert_allclose(after, np.tile(overall, (2, 1)), atol=1e-9)  # within the cap: exact
+    assert largest_group_gap(labels, groups) == pytest.approx(0.25)  # 80% and 30% against 55% in group 0
+    assert largest_group_gap(labels, groups, weights) == pytest.approx(0.0, abs=1e-6)
     per_image = weights.numpy()
     assert per_image.max() / per_image.min() <= MAX_RATIO ** 2 + 1e-9
 
@@ -72,6 +77,20 @@ def test_intensity_groups_separate_two_contrasts():
     images[20:, 0][images[20:, 0] > 0] = 255 - images[20:, 0][images[20:, 0] > 0]  # inverted contrast
     groups = intensity_groups(images, groups=2)
     assert len(set(groups[:20])) == 1 and len(set(groups[20:])) == 1 and groups[0] != groups[20]
+
+
+def test_intensity_signature_is_the_audits_at_any_input_size():
+    """The same numbers `inspect`'s audit measures, also for images larger than its working side (224 px)."""
+    rng = np.random.default_rng(1)
+    for side in (32, 224):
+        grey = _heads(1, 150, rng)[0, 0]
+        grey = np.kron(grey, np.ones((side // 32, side // 32), np.uint8))
+        audit = measure(grey)
+        expected = [audit[FEATURES.index(name)] for name in NUMERIC["intensity"]]
+        np.testing.assert_allclose(intensity_signature(np.stack([grey] * 3)), expected)
+    images = np.kron(np.concatenate([_heads(4, 200, rng), _heads(4, 60, rng)]), np.ones((1, 1, 7, 7), np.uint8))
+    groups = intensity_groups(images, groups=2)  # 224-px inputs (the GPU recipe's size)
+    assert len(set(groups[:4])) == 1 and len(set(groups[4:])) == 1 and groups[0] != groups[4]
 
 
 def test_unknown_balance_is_refused_by_name():

@@ -108,7 +108,7 @@ def _framing(head: np.ndarray | None, grey: np.ndarray) -> list[float]:
             (cols.max() - cols.min() + 1) / w, (rows.max() - rows.min() + 1) / h, ring]
 
 
-def intensity_features(grey: np.ndarray, head: np.ndarray | None) -> list[float]:
+def _intensity(grey: np.ndarray, head: np.ndarray | None) -> list[float]:
     """Percentiles (/255) of the head's pixels and their gain-free histogram: a proxy of the MRI contrast."""
     if head is None:
         return [math.nan] * (len(PERCENTILES) + HIST_BINS)
@@ -128,7 +128,15 @@ def measure(img: np.ndarray) -> list[float]:
     threshold = 0.0 if found is None else found.threshold
     height, width = img.shape[:2]
     return [math.log2(width), math.log2(height), width / height, float(colour), chroma,
-            *_border(grey), *_text(peak, head, threshold), *_framing(head, grey), *intensity_features(grey, head)]
+            *_border(grey), *_text(peak, head, threshold), *_framing(head, grey), *_intensity(grey, head)]
+
+
+def head_intensity(img: np.ndarray) -> list[float]:
+    """The intensity properties (NUMERIC["intensity"] order) of one decoded uint8 image, as `measure`
+    takes them: on the downscaled grey copy, inside the head (NaN when no head is found)."""
+    _, grey, _ = _downscaled(img)
+    found = find_foreground(grey)
+    return _intensity(grey, None if found is None else found.mask)
 
 
 def _file_mode(path: Path) -> str:

@@ -13,19 +13,16 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from mediscan.data.shortcuts import intensity_features
-from mediscan.transforms import find_foreground
+from mediscan.data.shortcuts import head_intensity
 
 GROUPS = 8
 MAX_RATIO = 4.0
 
 
 def intensity_signature(image: np.ndarray) -> list[float]:
-    """The intensity features of one uint8 (C, H, W) image inside its foreground (zeros when blank)."""
-    grey = image.mean(axis=0).astype(np.uint8) if image.shape[0] > 1 else image[0]
-    found = find_foreground(grey)
-    head = None if found is None else found.mask
-    return [0.0 if np.isnan(v) else v for v in intensity_features(grey, head)]
+    """The shortcut audit's intensity properties of one uint8 (C, H, W) image (zeros when blank)."""
+    values = head_intensity(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
+    return [0.0 if np.isnan(v) else v for v in values]
 
 
 def intensity_groups(images: np.ndarray, *, groups: int = GROUPS, seed: int = 0) -> np.ndarray:
@@ -68,6 +65,13 @@ def group_shares(labels: np.ndarray, groups: np.ndarray, weights: torch.Tensor |
     table = np.zeros((int(labels.max()) + 1, int(groups.max()) + 1))
     np.add.at(table, (labels, groups), w)
     return table / np.maximum(table.sum(1, keepdims=True), 1e-12)
+
+
+def largest_group_gap(labels: np.ndarray, groups: np.ndarray, weights: torch.Tensor | None = None) -> float:
+    """Over the classes, the largest share of a class's draws (or images) that would have to change group
+    for its mix of groups to match the overall one (total variation distance)."""
+    overall = np.bincount(groups) / len(groups)
+    return float(np.abs(group_shares(labels, groups, weights) - overall).sum(1).max() / 2)
 
 
 def epoch_order(n: int, weights: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:

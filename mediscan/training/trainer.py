@@ -34,7 +34,7 @@ from mediscan.training.optim import (
 )
 from mediscan.training.recipes import Recipe, get_recipe
 from mediscan.training.run_state import FitResult, RunState
-from mediscan.training.sampling import epoch_order, group_shares, intensity_groups, sampling_weights
+from mediscan.training.sampling import epoch_order, intensity_groups, largest_group_gap, sampling_weights
 from mediscan.training.schedule import size_at
 from mediscan.training.time_plan import TimePlan
 
@@ -160,13 +160,11 @@ def _draw_weights(prepared: Prepared, train_index: np.ndarray, recipe: Recipe,
     groups = intensity_groups((prepared.decoded.images[i] for i in train_index), seed=recipe.seed)
     weights = sampling_weights(labels, recipe.balance, groups)
     if announce:
-        overall = np.bincount(groups) / len(groups)
-        before = np.abs(group_shares(labels, groups) - overall).sum(1).max() / 2
-        after = np.abs(group_shares(labels, groups, weights) - overall).sum(1).max() / 2
-        console.print(f"sampling balanced over classes and {len(overall)} intensity groups (the histogram "
+        console.print(f"sampling balanced over classes and {groups.max() + 1} intensity groups (the histogram "
                       f"inside the foreground; in MRI, the contrast): "
-                      f"the class least like the overall mix of groups is {before:.0%} off it in its images, "
-                      f"{after:.0%} in its draws")
+                      f"the class least like the overall mix of groups is "
+                      f"{largest_group_gap(labels, groups):.0%} off it in its images, "
+                      f"{largest_group_gap(labels, groups, weights):.0%} in its draws")
     return weights
 
 
