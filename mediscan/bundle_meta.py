@@ -74,8 +74,20 @@ def _temperature_problems(value: Any) -> list[str]:
     return []
 
 
+def _class_bias_problems(meta: dict) -> list[str]:
+    """The optional class bias (training.decision_prior): one finite number per class."""
+    if "class_bias" not in meta:
+        return []
+    values, classes = meta["class_bias"], meta["classes"]
+    if not isinstance(values, list) or not all(_finite(v) for v in values):
+        return [f"class_bias must be a list of finite numbers, got {values!r}"[:200]]
+    if isinstance(classes, list) and len(values) != len(classes):
+        return [f"class_bias has {len(values)} values for {len(classes)} classes"]
+    return []
+
+
 def _consistency_problems(meta: dict, preprocess: Preprocess | None) -> list[str]:
-    problems = []
+    problems = _class_bias_problems(meta)
     if "tta" in meta and not isinstance(meta["tta"], bool):
         problems.append(f"tta must be true or false, got {meta['tta']!r}")
     if preprocess is not None:

@@ -3,7 +3,7 @@
 `model.onnx` takes the *preprocessed* uint8 N x C x S x S batch (the bundle's `Preprocess`,
 recorded in the file's metadata) and returns logits; the mean/std normalisation (and the
 horizontal-flip average when the run uses TTA) is inside the graph, so every consumer feeds
-the same uint8 pixels as `Classifier.predict_batch`. Softmax with the metadata's temperature
+the same uint8 pixels as `Classifier.predict_batch`. Softmax with the metadata's temperature and class bias
 gives the calibrated probabilities. When the bundle has out-of-distribution statistics, the
 graph has a second output, `features` (the head's input, N x D), so the ONNX backend scores
 inputs with the same `ood.safetensors` as PyTorch; the parity check covers those scores too.
@@ -62,10 +62,11 @@ def onnx_metadata(meta: dict) -> dict[str, str]:
         "model": meta["model"], "name": meta.get("name") or meta["model"],
         "classes": meta["classes"], "preprocess": meta["preprocess"], "mean": meta["mean"],
         "std": meta["std"], "temperature": float(meta["temperature"]),
+        "class_bias": list(meta.get("class_bias") or [0.0] * len(meta["classes"])),
         "tta": bool(meta.get("tta")), "created": meta.get("created"),
         "input": f"{INPUT_NAME}: uint8 N x C x S x S, the image after `preprocess`; "
                  "mean/std normalisation is inside the graph",
-        "output": f"{OUTPUT_NAME}: float N x K; softmax(logits / temperature) = probabilities"
+        "output": f"{OUTPUT_NAME}: float N x K; softmax(logits / temperature + class_bias) = probabilities"
                   + (f"; {FEATURES_NAME}: float N x D, the head's input, scored with ood.safetensors"
                      if meta.get("ood") else ""),
     }

@@ -81,8 +81,8 @@ def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skippe
 class Classifier:
     """A trained model with its preprocessing, classes and calibration, ready to predict.
 
-    The one way mediscan runs a trained model: normalisation, test-time augmentation and
-    temperature come from the bundle's model.json here and nowhere else. `model` is the torch
+    The one way mediscan runs a trained model: normalisation, test-time augmentation,
+    temperature and class bias come from the bundle's model.json here and nowhere else. `model` is the torch
     network, or None with an `onnx` backend (normalisation and TTA are then inside its graph)."""
 
     def __init__(self, model, meta: dict, *, device=None, abstain_below: float | None = None,
@@ -93,6 +93,7 @@ class Classifier:
         self.classes: list[str] = list(meta["classes"])
         self.preprocess = Preprocess.from_dict(meta["preprocess"])
         self.temperature = float(meta.get("temperature", 1.0))
+        self.class_bias = np.asarray(meta.get("class_bias") or np.zeros(len(self.classes)), dtype=np.float64)
         self.tta = bool(meta.get("tta"))
         self.abstain_below = DEFAULT_ABSTAIN_BELOW if abstain_below is None else abstain_below
         self.ood = ood
@@ -129,8 +130,8 @@ class Classifier:
         return self.outputs_batch(images).logits
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities: softmax of logits / the bundle's temperature."""
-        return apply_temperature(logits, self.temperature)
+        """Calibrated probabilities: softmax of logits / the bundle's temperature + its class bias."""
+        return apply_temperature(logits, self.temperature, self.class_bias)
 
     def ood_scores(self, outputs: Outputs) -> np.ndarray | None:
         """Out-of-distribution score per image (None without statistics or features)."""

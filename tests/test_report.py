@@ -90,7 +90,8 @@ def run_dir(tmp_path):
     counts = {s: dict.fromkeys(CLASSES, n) for s, n in (("train", 80), ("val", 10), ("test", 30))}
     (run / "model.json").write_text(json.dumps({
         "name": "brain <script>alert(1)</script>", "model": "resnet18", "classes": CLASSES,
-        "preprocess": {"size": 224, "channels": 3, "fit": "pad"}, "recipe": {"name": "default"},
+        "preprocess": {"size": 224, "channels": 3, "fit": "pad"}, "recipe": {"name": "default", "prior": "train"},
+        "class_bias": [0.25, -0.5, 0.0, 0.125],
         "versions": {"mediscan": "0.1.0", "torch": "2.4"}, "created": "2025-01-01T12:00:00",
         "params": 11178564, "train_seconds": 812.4,
         "data": {"root": "/data/brain", "counts": counts,
@@ -176,6 +177,8 @@ def test_run_report_is_self_contained_and_complete(run_dir):
     assert "bad/x.txt" in text and "hospital B" in text and "Sensitivity (yes)" in text
     assert "glioma → yes" in text
     assert "glioma/g7.jpg" in text and "selective" in text  # worst errors, abstention table
+    assert "Class shares assumed" in text and "the training split's class frequencies" in text
+    assert f"{CLASSES[0]} +0.25, {CLASSES[1]} -0.50" in text
     # 7 standard plots + 1 Grad-CAM + the external evaluation's ROC
     assert len(page.imgs) == 9
 

@@ -85,6 +85,8 @@ FLIP_HELP = "Flips in augmentation and TTA (default: off when a mirror turns one
 LESIONS_HELP = "Brain MRI: share of the normal training images given a synthetic lesion (tumour; 0: off)."
 CROP_HELP = "Crop to the object on a dark background (default: chosen from the data)."
 ORDINAL_HELP = "Labels are ordered grades: also report quadratic-weighted kappa."
+PRIOR_HELP = ("Class shares the probabilities assume: train (the training split's, default: accuracy), balanced "
+              "(equal: balanced accuracy, rare-class recall) or draws (as the sampler drew them).")
 
 
 def train(
@@ -103,6 +105,7 @@ def train(
     time_budget: Optional[str] = typer.Option(None, help="Fit the whole command in a budget, e.g. 10m (0: none)."),
     balance: Optional[str] = typer.Option(
         None, help="none | weights | sampler | sources (classes x intensity groups)."),
+    prior: Optional[str] = typer.Option(None, help=PRIOR_HELP),
     crop: Optional[bool] = typer.Option(None, "--crop/--no-crop", help=CROP_HELP),
     channels: Optional[int] = typer.Option(None, help="1 or 3 input channels (default: the model's)."),
     ordinal: Optional[bool] = typer.Option(None, "--ordinal/--no-ordinal", help=ORDINAL_HELP),
@@ -129,10 +132,9 @@ def train(
             data, recipe=recipe, out=out, device=device, resume=resume, progress=progress,
             workers=workers, compile_model=compile_model, model=model, epochs=epochs,
             batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
-            patience=patience, time_budget=parse_duration(time_budget), balance=balance, tta=tta, flip=flip,
-            ema=ema, crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions,
-            progressive=progressive,
-        )
+            patience=patience, time_budget=parse_duration(time_budget), balance=balance, prior=prior, tta=tta,
+            flip=flip, ema=ema, crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions,
+            progressive=progressive)
     if not is_main_process():
         return
     summary = _headline(run_dir)

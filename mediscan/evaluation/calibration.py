@@ -71,29 +71,34 @@ def expected_calibration_error(probs, y_true, n_bins: int = 15) -> float:
     return reliability_curve(probs, y_true, n_bins)["ece"]
 
 
-def negative_log_likelihood(logits, y_true, temperature: float = 1.0) -> float:
-    """Mean cross-entropy of softmax(logits / T) (`sklearn.metrics.log_loss` on those probs)."""
+def _scaled(logits, temperature: float, bias) -> np.ndarray:
+    """logits / T + bias (the bundle's class bias, training.decision_prior; None: none)."""
     z = np.asarray(logits, dtype=np.float64) / temperature
+    return z if bias is None else z + np.asarray(bias, dtype=np.float64)
+
+
+def negative_log_likelihood(logits, y_true, temperature: float = 1.0, bias=None) -> float:
+    """Mean cross-entropy of softmax(logits / T + bias) (`sklearn.metrics.log_loss` on those probs)."""
     y = np.asarray(y_true, dtype=np.int64)
-    return float(-log_softmax(z, axis=1)[np.arange(len(y)), y].mean())
+    return float(-log_softmax(_scaled(logits, temperature, bias), axis=1)[np.arange(len(y)), y].mean())
 
 
-def fit_temperature(logits, y_true) -> float:
-    """Temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al. 2017), found by
+def fit_temperature(logits, y_true, bias=None) -> float:
+    """Temperature T > 0 minimising the NLL of softmax(logits / T + bias) (Guo et al. 2017), found by
     `scipy.optimize.minimize_scalar` (bounded) on log T."""
     z, y = np.asarray(logits, dtype=np.float64), np.asarray(y_true, dtype=np.int64)
     check_inputs(y, z)
     lo, hi = np.log(TEMPERATURE_BOUNDS)
-    res = minimize_scalar(lambda log_t: negative_log_likelihood(z, y, float(np.exp(log_t))),
+    res = minimize_scalar(lambda log_t: negative_log_likelihood(z, y, float(np.exp(log_t)), bias),
                           bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
     return float(np.exp(res.x))
 
 
-def apply_temperature(logits, temperature: float = 1.0) -> np.ndarray:
-    """softmax(logits / T) (`scipy.special.softmax`)."""
+def apply_temperature(logits, temperature: float = 1.0, bias=None) -> np.ndarray:
+    """softmax(logits / T + bias) (`scipy.special.softmax`); `bias` None: no shift."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+    return softmax(_scaled(logits, temperature, bias), axis=1)
 
 
 def selective_prediction(
@@ -143,18 +148,19 @@ def abstain_summary(probs, y_true, threshold: float, *, n_resamples: int = 1000,
     return block
 
 
-def calibration_summary(val_logits, val_y, test_logits, test_y, n_bins: int = 15) -> dict:
-    """Fit T on validation logits; ECE, NLL and reliability curves on test before and after."""
-    t = fit_temperature(val_logits, val_y)
+def calibration_summary(val_logits, val_y, test_logits, test_y, n_bins: int = 15, bias=None) -> dict:
+    """Fit T on validation logits (with the bundle's class `bias`); ECE, NLL and reliability curves on
+    test before (the raw softmax) and after (T and bias)."""
+    t = fit_temperature(val_logits, val_y, bias)
     before = reliability_curve(apply_temperature(test_logits, 1.0), test_y, n_bins)
-    after = reliability_curve(apply_temperature(test_logits, t), test_y, n_bins)
+    after = reliability_curve(apply_temperature(test_logits, t, bias), test_y, n_bins)
     return {
         "temperature": t,
         "n_bins": int(n_bins),
         "ece_before": before["ece"],
         "ece_after": after["ece"],
         "nll_before": negative_log_likelihood(test_logits, test_y, 1.0),
-        "nll_after": negative_log_likelihood(test_logits, test_y, t),
+        "nll_after": negative_log_likelihood(test_logits, test_y, t, bias),
         "reliability_before": before,
         "reliability_after": after,
     }

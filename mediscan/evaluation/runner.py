@@ -187,7 +187,8 @@ def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progr
     else:
         y_val = prepared.folder.labels[np.sort(prepared.indices["val"])]
     if len(y_val):
-        result["calibration"] = calibration_summary(val_logits, y_val, test_logits, y_test)
+        result["calibration"] = calibration_summary(val_logits, y_val, test_logits, y_test,
+                                                    bias=classifier.class_bias)
         plots.plot_reliability(result["calibration"]["reliability_before"],
                                run.plots / "reliability.png",
                                after=result["calibration"]["reliability_after"])

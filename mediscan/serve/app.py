@@ -185,6 +185,7 @@ def describe_model(classifier: Classifier, run_dir: str | Path | None = None) ->
         "created": meta.get("created"), "classes": classifier.classes,
         "input_size": classifier.preprocess.size, "channels": classifier.preprocess.channels,
         "preprocess": classifier.preprocess.to_dict(), "temperature": classifier.temperature,
+        "class_bias": classifier.class_bias.tolist(),
         "abstain_below": classifier.abstain_below, "backend": classifier.backend,
         "metrics": headline_metrics(run_dir), "model_card": MODEL_CARD,
         "training_data": meta.get("data", {}).get("counts"), "ood": meta.get("ood"),

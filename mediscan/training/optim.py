@@ -30,12 +30,19 @@ def create_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> 
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
 
 
+def loss_class_weights(recipe: Recipe, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
+    """For `balance="weights"`, each class's loss weight (inverse frequency); else None."""
+    if recipe.balance != "weights":
+        return None
+    counts = np.bincount(labels, minlength=num_classes).clip(min=1)
+    return len(labels) / (num_classes * counts)
+
+
 def create_criterion(recipe: Recipe, labels: np.ndarray, num_classes: int, device) -> nn.Module:
     """Cross-entropy with the recipe's label smoothing and, for `balance="weights"`, class weights."""
-    weight = None
-    if recipe.balance == "weights":
-        counts = np.bincount(labels, minlength=num_classes).clip(min=1)
-        weight = torch.tensor(len(labels) / (num_classes * counts), dtype=torch.float32, device=device)
+    weight = loss_class_weights(recipe, labels, num_classes)
+    if weight is not None:
+        weight = torch.tensor(weight, dtype=torch.float32, device=device)
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing)
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 AUTO = "auto"
 AUTO_FIELDS = ("channels", "crop_foreground", "clip_percentiles", "normalization", "augment", "flip")
 BALANCES = ("none", "weights", "sampler", "sources")  # training.optim, training.sampling
+PRIORS = ("train", "balanced", "draws")  # training.decision_prior
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Recipe:
     augment: str = "auto"  # a preset of mediscan.augment.PRESETS, or "auto" (data.prepare.augmentation_for)
     flip: bool | str = "auto"  # the preset's flips (and flip TTA); "auto": off when a mirror changes the class
     balance: str = "sampler"  # none | weights | sampler | sources (training.sampling)
+    prior: str = "train"  # the class shares the probabilities assume: train | balanced | draws (decision_prior)
     lesions: float = 0.0  # brain MRI ("mri" augmentation): share of normal images given a synthetic lesion
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     group_duplicates: bool = True
@@ -69,6 +71,8 @@ class Recipe:
             raise ValueError(f"unknown recipe fields: {sorted(unknown)}")
         if overrides.get("balance") not in (None, *BALANCES):
             raise ValueError(f"balance {overrides['balance']!r} is not one of {', '.join(BALANCES)}")
+        if overrides.get("prior") not in (None, *PRIORS):
+            raise ValueError(f"prior {overrides['prior']!r} is not one of {', '.join(PRIORS)}")
         given = {k: v for k, v in overrides.items() if v is not None}
         if "input_size" in given:
             given.setdefault("tiny_input_size", None)  # an explicit input size holds for every data set
@@ -88,7 +92,7 @@ class Recipe:
 _TUTORIAL = dict(
     channels=3, crop_foreground=False, clip_percentiles=None, normalization="model", fit="stretch", flip=True,
     label_smoothing=0.0,
-    weight_decay=0.0, schedule="constant", balance="none", group_duplicates=False,
+    weight_decay=0.0, schedule="constant", balance="none", prior="draws", group_duplicates=False,
 )
 
 RECIPES: dict[str, Recipe] = {
@@ -99,7 +103,8 @@ RECIPES: dict[str, Recipe] = {
             "mediscan's recipe: ResNet-18 from scratch, preprocessing chosen from the data (crop, "
             "intensity, normalisation), aspect-preserving resize, strong geometric + photometric augmentation "
             "(brain MRI: random contrast, brain extraction, synthetic lesions in 35% of the normal images), "
-            "AdamW one-cycle, label smoothing, balanced sampling, duplicate-aware split",
+            "AdamW one-cycle, label smoothing, balanced sampling with decisions under the training split's "
+            "class frequencies, duplicate-aware split",
             model="resnet18", input_size=224, epochs=40, batch_size=128, lr=3e-3, patience=None,
             lesions=0.35,
         ),

@@ -39,6 +39,7 @@ class FitResult:
     images_per_second: float
     images_seen: int = 0
     best_val_logits: np.ndarray | None = None  # None after a resume that kept an older best
+    class_bias: np.ndarray | None = None  # training.decision_prior: added to the logits before softmax
 
 
 @dataclass
@@ -95,7 +96,7 @@ class RunState:
         """Early stopping: `patience` epochs without a better validation result."""
         return patience is not None and self.epoch - self.best["epoch"] >= patience
 
-    def result(self, started: float) -> FitResult:
+    def result(self, started: float, class_bias: np.ndarray | None = None) -> FitResult:
         return FitResult(self.history, self.best_weights, self.best_epoch, time.perf_counter() - started,
                          self.images_seen / max(self.fit_seconds, 1e-9), self.images_seen,
-                         self.best_val_logits)
+                         self.best_val_logits, class_bias)

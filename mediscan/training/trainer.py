@@ -26,10 +26,12 @@ from mediscan.progress import console, progress_bar
 from mediscan.run_folder import RunFolder
 from mediscan.training import distributed
 from mediscan.training.loop import BatchPipeline, Budget, image_source, train_one_epoch
+from mediscan.training.decision_prior import class_bias, draw_shares
 from mediscan.training.optim import (
     create_criterion,
     create_optimizer,
     create_weight_average,
+    loss_class_weights,
     set_learning_rate,
 )
 from mediscan.training.recipes import Recipe, get_recipe
@@ -72,8 +74,10 @@ def _evaluate_split(model: nn.Module, prepared: Prepared, name: str, device: tor
     return logits, prepared.folder.labels[index]
 
 
-def validate(model, prepared, device, criterion, plan: TimePlan | None = None) -> tuple[dict, np.ndarray]:
-    """(validation loss and accuracy, validation logits); the pass is timed for the time plan."""
+def validate(model, prepared, device, criterion, plan: TimePlan | None = None,
+             class_bias: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+    """(validation loss, and accuracy of the decisions the bundle will make (`class_bias` added),
+    validation logits); the pass is timed for the time plan."""
     began = time.perf_counter()
     logits, labels = _evaluate_split(model, prepared, "val", device)
     if plan is not None:
@@ -81,7 +85,8 @@ def validate(model, prepared, device, criterion, plan: TimePlan | None = None) -
     if len(labels) == 0:
         return {"val_loss": float("nan"), "val_acc": float("nan")}, logits
     loss = criterion(torch.from_numpy(logits).to(device), torch.from_numpy(labels).to(device))
-    return {"val_loss": float(loss), "val_acc": float((logits.argmax(1) == labels).mean())}, logits
+    decided = logits if class_bias is None else logits + class_bias
+    return {"val_loss": float(loss), "val_acc": float((decided.argmax(1) == labels).mean())}, logits
 
 
 def _parallel(model: nn.Module, dist_info: distributed.DistInfo, device: torch.device,
@@ -168,6 +173,23 @@ def _draw_weights(prepared: Prepared, train_index: np.ndarray, recipe: Recipe,
     return weights
 
 
+def _decision_bias(prepared: Prepared, train_index: np.ndarray, recipe: Recipe, weights: torch.Tensor | None,
+                   lesions: LesionSynthesis | None, announce: bool) -> np.ndarray:
+    """The logit shift that makes the bundle's probabilities assume the recipe's `prior`
+    (training.decision_prior), given how the training draws were weighted and relabelled."""
+    labels, classes = prepared.folder.labels[train_index], prepared.folder.classes
+    relabelled = None if lesions is None else (lesions.normal, lesions.lesion, lesions.config.probability)
+    draws = draw_shares(labels, len(classes), weights, loss_class_weights(recipe, labels, len(classes)))
+    bias = class_bias(labels, draws, recipe.prior, relabelled)
+    if announce and np.abs(bias).max() > 0.01:
+        low, high = int(bias.argmin()), int(bias.argmax())
+        meaning = "the training split's class frequencies" if recipe.prior == "train" else "equal classes"
+        console.print(f"decisions assume {meaning} (--prior {recipe.prior}), not the shares of the "
+                      f"training draws: logits shifted by log(prior / draw share), from {bias[low]:+.2f} "
+                      f"({classes[low]}) to {bias[high]:+.2f} ({classes[high]})")
+    return bias
+
+
 def _epoch_label(epoch: int, epochs: int, budget: Budget) -> str:
     """'epoch k/N', N the recipe's epochs, or '/~N' when the time budget is expected to end training first."""
     steps_per_epoch = max(1, budget.total_steps // epochs)
@@ -198,6 +220,7 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
         _announce_lesions(pipeline.lesions, prepared.folder.classes)
     budget = _budget(recipe, len(train_index), dist_info, state, plan)
     weights = _draw_weights(prepared, train_index, recipe, progress and dist_info.is_main)
+    bias = _decision_bias(prepared, train_index, recipe, weights, pipeline.lesions, progress and dist_info.is_main)
     generator = _replayed_generator(recipe, len(train_index), weights, state.epoch)
     for epoch in range(state.epoch + 1, recipe.epochs + 1):
         order = distributed.shard(epoch_order(len(train_index), weights, generator), dist_info)
@@ -210,7 +233,7 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
         state.count(row, dist_info.world_size)
         stop = False
         if dist_info.is_main:
-            metrics, val_logits = validate(scored, prepared, device, criterion, plan)
+            metrics, val_logits = validate(scored, prepared, device, criterion, plan, bias)
             row.update(metrics, epoch=epoch, lr=optimizer.param_groups[0]["lr"],
                        seconds=time.perf_counter() - budget.started)
             _fit_to_plan(budget, plan)
@@ -222,7 +245,7 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
             stop = state.patience_over(recipe.patience) or budget.exhausted
         if distributed.broadcast_flag(stop, dist_info, device):
             break
-    return state.result(budget.started)
+    return state.result(budget.started, bias)
 
 
 def _data_summary(prepared: Prepared) -> dict:
@@ -246,6 +269,8 @@ def build_meta(run_name: str, recipe: Recipe, prepared: Prepared, model: nn.Modu
         "std": list(prepared.std), "input_size": prepared.preprocess.size,
         "channels": prepared.preprocess.channels, "recipe": recipe.to_dict(),
         "temperature": temperature, "params": count_parameters(model),
+        "class_bias": [0.0] * len(prepared.folder.classes) if result.class_bias is None
+        else [round(float(b), 6) for b in result.class_bias],
         "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 2),
         "epochs_run": len(result.history), "images_seen": result.images_seen,
         "train_images_per_second": round(result.images_per_second, 1),
@@ -305,7 +330,7 @@ def _finish(run_dir: Path, model: nn.Module, recipe: Recipe, prepared: Prepared,
     if val_logits is None:
         val_logits, _ = _evaluate_split(model, prepared, "val", device)
     val_labels = prepared.folder.labels[np.sort(prepared.indices["val"])]
-    temperature = fit_temperature(val_logits, val_labels) if len(val_labels) else 1.0
+    temperature = fit_temperature(val_logits, val_labels, result.class_bias) if len(val_labels) else 1.0
     meta = build_meta(run_dir.name, recipe, prepared, model, result, float(temperature))
     detector = fit_detector(model, prepared, device=device, tta=recipe.tta)
     if detector is not None:
