@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from mediscan import files
 from mediscan.cli import app
 from mediscan.training import run_state, trainer
+from mediscan.training.recipes import get_recipe
 from mediscan.training.trainer import train
 from shapes_data import make_shapes
 
@@ -19,8 +20,7 @@ TINY = dict(model="resnet18", input_size=32, batch_size=16, lr=3e-3, augment="de
 VAL_ACC = {1: 0.9, 2: 0.6, 3: 0.5}  # the first epoch is the best; resuming makes nothing better
 
 
-@pytest.fixture(scope="module")
-def resumed(tmp_path_factory):
+def scripted_run(tmp_path_factory, keep: str):
     """A run trained 2 epochs, then resumed for a 3rd, with scripted validation accuracy.
 
     Returns (run folder, the model weights after each epoch, the files renamed into place)."""
@@ -31,7 +31,7 @@ def resumed(tmp_path_factory):
     monkeypatch = pytest.MonkeyPatch()
     real_save, real_replace = run_state.save_checkpoint, files.os.replace
 
-    def val_metrics(model, prepared, device, criterion, plan=None):
+    def val_metrics(model, prepared, device, criterion, plan=None, class_bias=None):
         epoch = len(after_epoch) + 1
         return {"val_loss": 1.0 - VAL_ACC[epoch], "val_acc": VAL_ACC[epoch]}, None
 
@@ -47,11 +47,16 @@ def resumed(tmp_path_factory):
     monkeypatch.setattr(run_state, "save_checkpoint", recording_save)
     monkeypatch.setattr(files.os, "replace", recording_replace)
     try:
-        train(data, recipe="default", out=run, epochs=2, cache_dir=cache, evaluate=True, **TINY)
+        train(data, recipe="default", out=run, epochs=2, keep=keep, cache_dir=cache, evaluate=True, **TINY)
         train(data, out=run, resume=True, epochs=3, cache_dir=cache, evaluate=False, **TINY)
     finally:
         monkeypatch.undo()
     return run, after_epoch, renamed, data
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    return scripted_run(tmp_path_factory, keep="best")
 
 
 def test_resumed_run_keeps_the_best_epoch_not_the_last_checkpoint(resumed):
@@ -61,6 +66,23 @@ def test_resumed_run_keeps_the_best_epoch_not_the_last_checkpoint(resumed):
     assert all(torch.equal(saved[k], v) for k, v in after_epoch[1].items())
     assert not all(torch.equal(saved[k], v) for k, v in after_epoch[2].items())
     assert json.loads((run / "model.json").read_text())["best_epoch"] == 1
+
+
+def test_by_default_the_last_epoch_ships_and_the_best_is_reported(tmp_path_factory):
+    """The annealed weights of the last epoch ship (`keep="last"`), even when validation liked epoch 1."""
+    run, after_epoch, _, _ = scripted_run(tmp_path_factory, keep="last")
+    saved = load_file(str(run / "model.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in after_epoch[3].items())
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["weights_epoch"] == 3 and meta["best_epoch"] == 1 and meta["recipe"]["keep"] == "last"
+
+
+def test_early_stopping_ships_the_best_epoch_unless_told_otherwise():
+    assert get_recipe("cpu").keep == "last" and get_recipe("tutorial-resnet18").keep == "best"
+    assert get_recipe("cpu").with_overrides(patience=3).keep == "best"
+    assert get_recipe("cpu").with_overrides(patience=3, keep="last").keep == "last"
+    with pytest.raises(ValueError, match="keep 'first' is not one of last, best"):
+        get_recipe("cpu").with_overrides(keep="first")
 
 
 def test_every_file_the_run_writes_is_renamed_into_place(resumed):

@@ -50,6 +50,7 @@ def _headline(run_dir: Path) -> dict:
     meta = run.read_meta()
     summary = {"run": str(run_dir), "model": meta["model"], "classes": meta["classes"],
                "train_seconds": meta["train_seconds"], "best_epoch": meta["best_epoch"],
+               "weights_epoch": meta.get("weights_epoch", meta["best_epoch"]),
                "epochs_run": meta.get("epochs_run"), "images_seen": meta.get("images_seen")}
     if run.metrics_file.exists():
         headline = run.read_metrics().get("test", {}).get("headline", {})
@@ -74,7 +75,8 @@ def _print_headline(summary: dict) -> None:
         if isinstance(acc, dict) else "no test split evaluated"
     console.print(f"[green]done[/green]: {summary['run']} | {summary['model']} | {text} | "
                   f"trained in {summary['train_seconds']:.0f}s, {summary['epochs_run']} epochs, "
-                  f"{summary['images_seen']:,} images seen (best epoch {summary['best_epoch']})")
+                  f"{summary['images_seen']:,} images seen (weights of epoch {summary['weights_epoch']}, "
+                  f"best validation accuracy at epoch {summary['best_epoch']})")
 
 
 EMA_HELP = ("Validate and ship a moving average of the weights with this decay per step, e.g. 0.995 "
@@ -85,6 +87,8 @@ FLIP_HELP = "Flips in augmentation and TTA (default: off when a mirror turns one
 LESIONS_HELP = "Brain MRI: share of the normal training images given a synthetic lesion (tumour; 0: off)."
 CROP_HELP = "Crop to the object on a dark background (default: chosen from the data)."
 ORDINAL_HELP = "Labels are ordered grades: also report quadratic-weighted kappa."
+KEEP_HELP = ("Weights to ship: last (the epoch the schedule annealed to, default) or best (highest validation "
+             "accuracy, the seed tutorials').")
 PRIOR_HELP = ("Class shares the probabilities assume: train (the training split's, default: accuracy), balanced "
               "(equal: balanced accuracy, rare-class recall) or draws (as the sampler drew them).")
 
@@ -101,10 +105,10 @@ def train(
     input_size: Optional[int] = typer.Option(None, help="Override the input size in pixels."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet weights."),
     seed: Optional[int] = typer.Option(None, help="Random seed (split, init, augmentation)."),
-    patience: Optional[int] = typer.Option(None, help="Early stopping patience in epochs."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping patience in epochs (then --keep best)."),
+    keep: Optional[str] = typer.Option(None, help=KEEP_HELP),
     time_budget: Optional[str] = typer.Option(None, help="Fit the whole command in a budget, e.g. 10m (0: none)."),
-    balance: Optional[str] = typer.Option(
-        None, help="none | weights | sampler | sources (classes x intensity groups)."),
+    balance: Optional[str] = typer.Option(None, help="none | weights | sampler | sources (classes x intensity)."),
     prior: Optional[str] = typer.Option(None, help=PRIOR_HELP),
     crop: Optional[bool] = typer.Option(None, "--crop/--no-crop", help=CROP_HELP),
     channels: Optional[int] = typer.Option(None, help="1 or 3 input channels (default: the model's)."),
@@ -132,8 +136,8 @@ def train(
             data, recipe=recipe, out=out, device=device, resume=resume, progress=progress,
             workers=workers, compile_model=compile_model, model=model, epochs=epochs,
             batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
-            patience=patience, time_budget=parse_duration(time_budget), balance=balance, prior=prior, tta=tta,
-            flip=flip, ema=ema, crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions,
+            patience=patience, keep=keep, time_budget=parse_duration(time_budget), balance=balance, prior=prior,
+            tta=tta, flip=flip, ema=ema, crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions,
             progressive=progressive)
     if not is_main_process():
         return

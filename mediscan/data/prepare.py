@@ -146,8 +146,8 @@ def capped_validation(prepared: Prepared, limit: int | None = None,
                       seed: int = 0) -> tuple[Prepared, str | None]:
     """The run's view with at most `limit` validation images (a seeded random sample), and why.
 
-    Validation picks the best epoch and fits the temperature and the OOD threshold; 5,000
-    images pin accuracy to about +-0.6 points. A 24,000-image official validation split
+    Validation scores every epoch (and picks one with `keep="best"`), fits the temperature and the
+    OOD threshold; 5,000 images pin accuracy to about +-0.6 points. A 24,000-image official validation split
     (TissueMNIST) would cost four times the inference, time a budget gives to training instead.
     split.json keeps the whole split."""
     limit = MAX_VAL_IMAGES if limit is None else limit

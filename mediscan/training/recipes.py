@@ -8,6 +8,7 @@ AUTO = "auto"
 AUTO_FIELDS = ("channels", "crop_foreground", "clip_percentiles", "normalization", "augment", "flip")
 BALANCES = ("none", "weights", "sampler", "sources")  # training.optim, training.sampling
 PRIORS = ("train", "balanced", "draws")  # training.decision_prior
+KEEPS = ("last", "best")  # training.run_state
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Recipe:
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     group_duplicates: bool = True
     patience: int | None = None  # early stopping: epochs without improvement of the val metric
+    keep: str = "last"  # the weights shipped: "last" (annealed by the schedule) or "best" (validation accuracy)
     seed: int = 0
     time_budget: float | None = None  # seconds
     tta: bool = False
@@ -69,15 +71,16 @@ class Recipe:
         unknown = set(overrides) - known
         if unknown:
             raise ValueError(f"unknown recipe fields: {sorted(unknown)}")
-        if overrides.get("balance") not in (None, *BALANCES):
-            raise ValueError(f"balance {overrides['balance']!r} is not one of {', '.join(BALANCES)}")
-        if overrides.get("prior") not in (None, *PRIORS):
-            raise ValueError(f"prior {overrides['prior']!r} is not one of {', '.join(PRIORS)}")
+        for name, allowed in (("balance", BALANCES), ("prior", PRIORS), ("keep", KEEPS)):
+            if overrides.get(name) not in (None, *allowed):
+                raise ValueError(f"{name} {overrides[name]!r} is not one of {', '.join(allowed)}")
         given = {k: v for k, v in overrides.items() if v is not None}
         if "input_size" in given:
             given.setdefault("tiny_input_size", None)  # an explicit input size holds for every data set
         if "lr" in given:
             given.setdefault("tiny_lr", None)
+        if "patience" in given:
+            given.setdefault("keep", "best")  # early stopping ships the best epoch, not the one it stopped at
         return replace(self, **given)
 
     @classmethod
@@ -92,7 +95,8 @@ class Recipe:
 _TUTORIAL = dict(
     channels=3, crop_foreground=False, clip_percentiles=None, normalization="model", fit="stretch", flip=True,
     label_smoothing=0.0,
-    weight_decay=0.0, schedule="constant", balance="none", prior="draws", group_duplicates=False,
+    weight_decay=0.0, schedule="constant", balance="none", prior="draws", keep="best",
+    group_duplicates=False,
 )
 
 RECIPES: dict[str, Recipe] = {

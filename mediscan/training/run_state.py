@@ -1,5 +1,6 @@
-"""What a run has done so far: epochs, history, the best epoch and its weights; checkpointed every
-epoch (resumable), with the early-stopping rule."""
+"""What a run has done so far: epochs, history, the best epoch, the weights the bundle will ship (the
+last epoch's or the best's, `Recipe.keep`); checkpointed every epoch (resumable), with the early-stopping
+rule."""
 
 from __future__ import annotations
 
@@ -30,15 +31,17 @@ def is_better(row: dict, best: dict | None) -> bool:
 
 @dataclass
 class FitResult:
-    """The finished loop: history, the best epoch's weights, how long and how fast it trained."""
+    """The finished loop: history, the kept weights (of `kept_epoch`), the best validation epoch, how
+    long and how fast it trained."""
 
     history: list[dict]
-    best_state: dict
+    kept_state: dict
+    kept_epoch: int
     best_epoch: int
     seconds: float
     images_per_second: float
     images_seen: int = 0
-    best_val_logits: np.ndarray | None = None  # None after a resume that kept an older best
+    kept_val_logits: np.ndarray | None = None  # None after a resume that kept an older epoch
     class_bias: np.ndarray | None = None  # training.decision_prior: added to the logits before softmax
 
 
@@ -46,29 +49,35 @@ class FitResult:
 class RunState:
     """The epoch loop's bookkeeping; `CHECKPOINTED` fields go into last.safetensors."""
 
-    best_weights: dict[str, torch.Tensor]
+    kept_weights: dict[str, torch.Tensor]
     epoch: int = 0
     history: list[dict] = field(default_factory=list)
     best: dict | None = None  # {"epoch", "val_acc", "val_loss"} of the best epoch
     train_seconds: float = 0.0
     step: int = 0
-    best_val_logits: np.ndarray | None = None
+    kept_val_logits: np.ndarray | None = None
     images_seen: int = 0
     fit_seconds: float = 0.0  # in training steps only (images_per_second)
+    keep_last: bool = False  # ship the last epoch's weights (annealed schedules), not the best validated
 
     @classmethod
     def begin(cls, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *,
-              resume: bool, averaged: nn.Module | None = None) -> RunState:
+              resume: bool, averaged: nn.Module | None = None, keep_last: bool = False) -> RunState:
         """A fresh state, or (resume) the checkpoint's, restoring the model, optimizer and weight
         average too."""
         if not resume:
-            return cls(copy.deepcopy(model.state_dict()))
-        saved, best_weights = load_checkpoint(run_dir, model, optimizer, averaged)
-        return cls(best_weights, **{name: saved[name] for name in CHECKPOINTED})
+            return cls(copy.deepcopy(model.state_dict()), keep_last=keep_last)
+        saved, kept_weights = load_checkpoint(run_dir, model, optimizer, averaged)
+        return cls(kept_weights, **{name: saved[name] for name in CHECKPOINTED}, keep_last=keep_last)
 
     @property
     def best_epoch(self) -> int:
         return self.best["epoch"] if self.best else self.epoch
+
+    @property
+    def kept_epoch(self) -> int:
+        """The epoch whose weights the bundle gets: the latest with `keep_last`, else the best."""
+        return self.history[-1]["epoch"] if self.keep_last and self.history else self.best_epoch
 
     def count(self, row: dict, world_size: int) -> None:
         """Add a training epoch's images and seconds (every rank trained as many)."""
@@ -76,20 +85,23 @@ class RunState:
         self.fit_seconds += row["seconds"]
 
     def record(self, row: dict, model: nn.Module, val_logits: np.ndarray | None) -> None:
-        """Add an epoch's history row; keep its weights and validation logits when it is the best."""
+        """Add an epoch's history row; keep its weights and validation logits when it is the best
+        (or, with `keep_last`, always)."""
         self.history.append(row)
-        if is_better(row, self.best):
+        better = is_better(row, self.best)
+        if better:
             self.best = {k: row[k] for k in ("epoch", "val_acc", "val_loss")}
-            self.best_weights, self.best_val_logits = copy.deepcopy(model.state_dict()), val_logits
+        if better or self.keep_last:
+            self.kept_weights, self.kept_val_logits = copy.deepcopy(model.state_dict()), val_logits
 
     def save(self, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *,
              epoch: int, step: int, train_seconds: float, averaged: nn.Module | None = None) -> None:
-        """Checkpoint (the weight average, and the best weights too when an earlier epoch was better)
+        """Checkpoint (the weight average, and the kept weights too when they are an earlier epoch's)
         and history.csv."""
         self.epoch, self.step, self.train_seconds = epoch, step, train_seconds
         state = {name: getattr(self, name) for name in CHECKPOINTED}
         save_checkpoint(run_dir, model, optimizer, state,
-                        best=None if self.best_epoch == epoch else self.best_weights, averaged=averaged)
+                        best=None if self.kept_epoch == epoch else self.kept_weights, averaged=averaged)
         RunFolder(run_dir).write_history(self.history)
 
     def patience_over(self, patience: int | None) -> bool:
@@ -97,6 +109,6 @@ class RunState:
         return patience is not None and self.epoch - self.best["epoch"] >= patience
 
     def result(self, started: float, class_bias: np.ndarray | None = None) -> FitResult:
-        return FitResult(self.history, self.best_weights, self.best_epoch, time.perf_counter() - started,
-                         self.images_seen / max(self.fit_seconds, 1e-9), self.images_seen,
-                         self.best_val_logits, class_bias)
+        return FitResult(self.history, self.kept_weights, self.kept_epoch, self.best_epoch,
+                         time.perf_counter() - started, self.images_seen / max(self.fit_seconds, 1e-9),
+                         self.images_seen, self.kept_val_logits, class_bias)

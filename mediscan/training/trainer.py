@@ -213,7 +213,8 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
     averaged = create_weight_average(model, recipe)
     scored = model if averaged is None else averaged.module  # the weights validated and kept
     update_average = None if averaged is None else partial(averaged.update_parameters, model)
-    state = RunState.begin(run_dir, model, optimizer, resume=resume, averaged=averaged)
+    state = RunState.begin(run_dir, model, optimizer, resume=resume, averaged=averaged,
+                           keep_last=recipe.keep == "last")
     network = _parallel(model, dist_info, device, compile_model)
     pipeline = _pipeline(prepared, train_index, recipe, device, dist_info.rank)
     if progress and dist_info.is_main:
@@ -271,7 +272,8 @@ def build_meta(run_name: str, recipe: Recipe, prepared: Prepared, model: nn.Modu
         "temperature": temperature, "params": count_parameters(model),
         "class_bias": [0.0] * len(prepared.folder.classes) if result.class_bias is None
         else [round(float(b), 6) for b in result.class_bias],
-        "best_epoch": result.best_epoch, "train_seconds": round(result.seconds, 2),
+        "best_epoch": result.best_epoch, "weights_epoch": result.kept_epoch,
+        "train_seconds": round(result.seconds, 2),
         "epochs_run": len(result.history), "images_seen": result.images_seen,
         "train_images_per_second": round(result.images_per_second, 1),
         "data": _data_summary(prepared), "tta": recipe.tta,
@@ -323,10 +325,10 @@ def _announce_recipe(recipe: Recipe, named: bool, device: torch.device) -> None:
 
 def _finish(run_dir: Path, model: nn.Module, recipe: Recipe, prepared: Prepared, result: FitResult,
             device: torch.device, evaluate: bool, progress: bool) -> None:
-    """Calibrate (temperature from the best epoch's validation logits, OOD threshold), write the
+    """Calibrate (temperature from the kept epoch's validation logits, OOD threshold), write the
     bundle, evaluate the test split."""
-    model.load_state_dict(result.best_state)
-    val_logits = result.best_val_logits
+    model.load_state_dict(result.kept_state)
+    val_logits = result.kept_val_logits
     if val_logits is None:
         val_logits, _ = _evaluate_split(model, prepared, "val", device)
     val_labels = prepared.folder.labels[np.sort(prepared.indices["val"])]
