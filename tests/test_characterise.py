@@ -148,11 +148,25 @@ def test_tiny_images_get_the_recipes_tiny_learning_rate_unless_a_rate_is_given(t
     cpu = get_recipe("cpu")
     chosen, found = choose_preprocessing(folder, cpu, progress=False)
     assert (cpu.lr, cpu.tiny_lr, chosen.lr) == (4e-3, 2e-3, 2e-3)
-    assert "learning rate 0.002: the recipe's for tiny images" in found.reasons[-1]
+    assert any("learning rate 0.002: the recipe's for tiny images" in reason for reason in found.reasons)
     given, given_found = choose_preprocessing(folder, cpu.with_overrides(lr=1e-3), progress=False)
     assert given.lr == 1e-3 and not any(r.startswith("learning rate") for r in given_found.reasons)
     head = scan_folder(make_phantom(tmp_path / "phantom", n=8, size=128, seed=0))
     assert choose_preprocessing(head, cpu, progress=False)[0].lr == 4e-3
+
+
+def test_tiny_images_get_flip_tta_unless_told_or_a_mirror_changes_the_class(tmp_path):
+    folder = scan_folder(modality_data.tiny_grey_npz(tmp_path / "pneumoniamnist.npz"))
+    cpu = get_recipe("cpu")
+    chosen, found = choose_preprocessing(folder, cpu, progress=False)
+    assert (cpu.tta, cpu.tiny_tta, chosen.tta) == (False, True, True)
+    assert "test-time augmentation: predictions averaged with the left-right mirror" in found.reasons[-1]
+    off, off_found = choose_preprocessing(folder, cpu.with_overrides(tta=False), progress=False)
+    assert off.tta is False and not any(r.startswith("test-time") for r in off_found.reasons)
+    organs = scan_folder(modality_data.organ_sides_npz(tmp_path / "organamnist.npz"))
+    assert choose_preprocessing(organs, cpu, progress=False)[0].tta is False
+    head = scan_folder(make_phantom(tmp_path / "phantom", n=8, size=128, seed=0))
+    assert choose_preprocessing(head, cpu, progress=False)[0].tta is False
 
 
 def test_flips_go_when_a_mirror_changes_the_class_and_stay_otherwise(tmp_path):

@@ -69,6 +69,14 @@ def lr_for(found: Characterisation, recipe: Recipe) -> tuple[float, str | None]:
                             f"(its rate for the rest: {recipe.lr:g})")
 
 
+def tta_for(found: Characterisation, recipe: Recipe) -> tuple[bool, str | None]:
+    """The recipe's test-time augmentation, or its choice for tiny images; and why when it differs."""
+    if found.kind != "tiny" or not recipe.tiny_tta or recipe.tta or not found.flip:
+        return recipe.tta, None
+    return True, ("test-time augmentation: predictions averaged with the left-right mirror (tiny images: "
+                  "inference is cheap, and it ranked PneumoniaMNIST cases better, AUC +0.002 to +0.008)")
+
+
 def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
                          progress: bool = True) -> tuple[Recipe, Characterisation | None]:
     """The recipe with its "auto" preprocessing fields chosen from the data, and the findings."""
@@ -81,7 +89,8 @@ def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
         found.reasons.append(f"augmentation: {why}")
     size, why_size = input_size_for(found, recipe)
     lr, why_lr = lr_for(found, recipe)
-    found.reasons.extend(why for why in (why_size, why_lr) if why)
+    tta, why_tta = tta_for(found, recipe)
+    found.reasons.extend(why for why in (why_size, why_lr, why_tta) if why)
     chosen = {"channels": model_config(recipe.model).channels, "crop_foreground": found.crop_foreground,
               "clip_percentiles": found.clip_percentiles, "normalization": found.normalization,
               "augment": augment, "flip": found.flip}
@@ -89,7 +98,8 @@ def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
         console.print(f"preprocessing chosen from {found.images} images ({', '.join(auto)}):")
         for reason in found.reasons:
             console.print(f"  {reason}")
-    chosen_recipe = dataclasses.replace(recipe, input_size=size, lr=lr, **{name: chosen[name] for name in auto})
+    chosen_recipe = dataclasses.replace(recipe, input_size=size, lr=lr, tta=tta,
+                                        **{name: chosen[name] for name in auto})
     return _without_flip_tta(chosen_recipe), found
 
 

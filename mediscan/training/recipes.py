@@ -55,6 +55,7 @@ class Recipe:
     seed: int = 0
     time_budget: float | None = None  # seconds
     tta: bool = False
+    tiny_tta: bool = False  # test-time flip averaging for tiny images (data.characterise), unless tta is given
     source: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -79,6 +80,8 @@ class Recipe:
             given.setdefault("tiny_input_size", None)  # an explicit input size holds for every data set
         if "lr" in given:
             given.setdefault("tiny_lr", None)
+        if "tta" in given:
+            given.setdefault("tiny_tta", False)
         if "patience" in given:
             given.setdefault("keep", "best")  # early stopping ships the best epoch, not the one it stopped at
         return replace(self, **given)
@@ -110,7 +113,7 @@ RECIPES: dict[str, Recipe] = {
             "AdamW one-cycle, label smoothing, balanced sampling with decisions under the training split's "
             "class frequencies, duplicate-aware split",
             model="resnet18", input_size=224, epochs=40, batch_size=128, lr=3e-3, patience=None,
-            lesions=0.35,
+            lesions=0.35, tiny_tta=True,
         ),
         Recipe(
             "cpu",
@@ -119,7 +122,8 @@ RECIPES: dict[str, Recipe] = {
             "preprocessing and augmentation in a 10-minute budget that decides the epochs (at most 30); peak "
             "learning rate 4e-3 (tiny images: 2e-3)",
             model="efficientnet_lite0", pretrained=True, freeze_early=True, input_size=128, tiny_input_size=96,
-            epochs=30, batch_size=48, lr=4e-3, tiny_lr=2e-3, weight_decay=0.01, time_budget=600.0, lesions=0.35,
+            epochs=30, batch_size=48, lr=4e-3, tiny_lr=2e-3, tiny_tta=True, weight_decay=0.01, time_budget=600.0,
+            lesions=0.35,
         ),
         Recipe(
             "demo",
