@@ -51,7 +51,7 @@ def test_run_ships_the_averaged_weights_not_the_last_step(tmp_path, monkeypatch)
     data = make_shapes(tmp_path / "data", n_per_class=12)
     validated = []
 
-    def improving(model, prepared, device, criterion, plan=None):
+    def improving(model, prepared, device, criterion, plan=None, class_bias=None):
         validated.append(model)
         return {"val_loss": 1.0 / len(validated), "val_acc": 0.5 + 0.1 * len(validated)}, None
 
