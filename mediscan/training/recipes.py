@@ -120,7 +120,7 @@ RECIPES: dict[str, Recipe] = {
             "for a laptop CPU: EfficientNet-Lite0 with ImageNet weights (offline), stem and "
             "first two stages frozen, fine-tuned at 128 px (tiny images: 96 px) with the default "
             "preprocessing and augmentation in a 10-minute budget that decides the epochs (at most 30); peak "
-            "learning rate 4e-3 (tiny images: 2e-3)",
+            "learning rate 4e-3 (tiny images: 2e-3, and flip TTA when flips keep the classes)",
             model="efficientnet_lite0", pretrained=True, freeze_early=True, input_size=128, tiny_input_size=96,
             epochs=30, batch_size=48, lr=4e-3, tiny_lr=2e-3, tiny_tta=True, weight_decay=0.01, time_budget=600.0,
             lesions=0.35,

@@ -40,9 +40,9 @@ class FitResult:
     best_epoch: int
     seconds: float
     images_per_second: float
+    class_bias: np.ndarray  # training.decision_prior: added to the logits before softmax
     images_seen: int = 0
     kept_val_logits: np.ndarray | None = None  # None after a resume that kept an older epoch
-    class_bias: np.ndarray | None = None  # training.decision_prior: added to the logits before softmax
 
 
 @dataclass
@@ -108,7 +108,7 @@ class RunState:
         """Early stopping: `patience` epochs without a better validation result."""
         return patience is not None and self.epoch - self.best["epoch"] >= patience
 
-    def result(self, started: float, class_bias: np.ndarray | None = None) -> FitResult:
+    def result(self, started: float, class_bias: np.ndarray) -> FitResult:
         return FitResult(self.history, self.kept_weights, self.kept_epoch, self.best_epoch,
                          time.perf_counter() - started, self.images_seen / max(self.fit_seconds, 1e-9),
-                         self.images_seen, self.kept_val_logits, class_bias)
+                         class_bias, self.images_seen, self.kept_val_logits)

@@ -76,8 +76,9 @@ def _evaluate_split(model: nn.Module, prepared: Prepared, name: str, device: tor
 
 def validate(model, prepared, device, criterion, plan: TimePlan | None = None,
              class_bias: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
-    """(validation loss, and accuracy of the decisions the bundle will make (`class_bias` added),
-    validation logits); the pass is timed for the time plan."""
+    """(validation loss, and accuracy with the bundle's `class_bias` added to the logits (its temperature,
+    fitted after training, can still move borderline cases), validation logits); the pass is timed for the
+    time plan."""
     began = time.perf_counter()
     logits, labels = _evaluate_split(model, prepared, "val", device)
     if plan is not None:
@@ -270,8 +271,7 @@ def build_meta(run_name: str, recipe: Recipe, prepared: Prepared, model: nn.Modu
         "std": list(prepared.std), "input_size": prepared.preprocess.size,
         "channels": prepared.preprocess.channels, "recipe": recipe.to_dict(),
         "temperature": temperature, "params": count_parameters(model),
-        "class_bias": [0.0] * len(prepared.folder.classes) if result.class_bias is None
-        else [round(float(b), 6) for b in result.class_bias],
+        "class_bias": [round(float(b), 6) for b in result.class_bias],
         "best_epoch": result.best_epoch, "weights_epoch": result.kept_epoch,
         "train_seconds": round(result.seconds, 2),
         "epochs_run": len(result.history), "images_seen": result.images_seen,
