@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mediscan.forward import Outputs
+from mediscan.forward import Outputs, inference_batch_size
 from mediscan.run_folder import RunFolder
 
 INPUT_NAME, OUTPUT_NAME, FEATURES_NAME = "image", "logits", "features"
@@ -37,9 +37,11 @@ class OnnxBackend:
         if not isinstance(path, bytes):
             check_fresh(Path(path), self.metadata)
 
-    def outputs_batch(self, images: np.ndarray, batch_size: int = 256) -> Outputs:
-        """Logits (float32 N x K), and features if the graph has them, for uint8 N x C x S x S."""
+    def outputs_batch(self, images: np.ndarray, batch_size: int | None = None) -> Outputs:
+        """Logits (float32 N x K), and features if the graph has them, for uint8 N x C x S x S
+        (`batch_size` None: `inference_batch_size` on the CPU for the image size)."""
         images = np.ascontiguousarray(images, dtype=np.uint8)
+        batch_size = batch_size or inference_batch_size("cpu", images.shape[-1])
         names = [o.name for o in self.session.get_outputs() if o.name in (OUTPUT_NAME, FEATURES_NAME)]
         chunks = [self.session.run(names, {INPUT_NAME: images[i:i + batch_size]})
                   for i in range(0, len(images), batch_size)]
@@ -48,7 +50,7 @@ class OnnxBackend:
         columns = {name: np.concatenate([chunk[j] for chunk in chunks]) for j, name in enumerate(names)}
         return Outputs(columns[OUTPUT_NAME], columns.get(FEATURES_NAME))
 
-    def logits_batch(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def logits_batch(self, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Logits (float32 N x K) for preprocessed uint8 images N x C x S x S."""
         return self.outputs_batch(images, batch_size).logits
 

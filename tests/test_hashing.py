@@ -93,6 +93,20 @@ def test_look_alike_hashes_tighten_the_distance_and_varied_ones_keep_it():
     assert hashing.pairable_distance(varied, index, 8, sample=200) == 8
 
 
+def test_hashes_that_share_their_segments_tighten_the_distance_to_bound_the_search():
+    rng = np.random.default_rng(1)
+    shared = np.uint64(rng.integers(0, 2**40))  # 40 equal low bits: every hash in one bucket of 5 segments
+    hashes = (rng.integers(0, 2**24, size=3000).astype(np.uint64) << np.uint64(40)) | shared
+    index = np.arange(len(hashes))
+    assert hashing.search_comparisons(hashes, index, 8) > hashing.MAX_COMPARISONS_PER_IMAGE * len(hashes)
+    distance = hashing.pairable_distance(hashes, index, 8)
+    assert distance < 8
+    assert hashing.search_comparisons(hashes, index, distance) <= hashing.MAX_COMPARISONS_PER_IMAGE * len(hashes)
+    found = {(i, j) for i, j, _ in hashing.near_pairs(hashes, distance, index)}
+    brute = np.argwhere(np.triu(hashing.hamming(hashes[:, None], hashes[None, :]) <= distance, k=1))
+    assert found == {(int(i), int(j)) for i, j in brute}  # the tighter search still finds every pair
+
+
 def test_copies_within_the_default_distance(planted):
     """Resized (x0.5..x2) and JPEG re-encoded (q30..q90) copies stay within the default."""
     original = textured(1, (96, 80))

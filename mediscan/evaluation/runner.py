@@ -65,10 +65,11 @@ def write_predictions(run: RunFolder, scored: Scored, evaluation: str | None = N
     """predictions.csv (or an evaluation's): one row per image, its truth, prediction and probabilities."""
     header = ["file", "true", "predicted", "probability", "uncertain", "ood_score", "outside", *scored.classes]
     rows = []
+    uncertain = scored.uncertain
     for i, (source, truth, row) in enumerate(zip(scored.sources, scored.y_true, scored.probs)):
         top = int(row.argmax())
         rows.append([source, scored.classes[truth], scored.classes[top], f"{row[top]:.6f}",
-                     int(scored.uncertain[i]), *_ood_cells(scored, i), *(f"{p:.6f}" for p in row)])
+                     int(uncertain[i]), *_ood_cells(scored, i), *(f"{p:.6f}" for p in row)])
     run.write_predictions(header, rows, evaluation)
 
 

@@ -255,7 +255,7 @@ def _data_summary(prepared: Prepared) -> dict:
     counts = {name: {c: int((folder.labels[idx] == k).sum()) for k, c in enumerate(folder.classes)}
               for name, idx in prepared.indices.items()}
     return {
-        "root": str(folder.source), "counts": counts,
+        "root": str(folder.source.resolve()), "counts": counts,  # absolute: evaluate may run elsewhere
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in folder.skipped],
         "unreadable": [{"path": str(s.path), "reason": s.reason}
                        for s in prepared.decoded.failures],
