@@ -349,3 +349,22 @@ def test_budget_cells_are_small_colour_images_on_black():
 
     assert violet_pixels(budget.cell_image(rng, True)) > 10  # the parasite's ring: bluer than red
     assert violet_pixels(budget.cell_image(rng, False)) == 0
+
+
+def test_budget_tiny_npz_has_medmnist_layout_and_learnable_classes(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import budget
+    finally:
+        sys.path.remove(str(BENCH))
+    from mediscan.data.folders import scan_folder
+
+    path = budget.write_tiny_npz(tmp_path / "tiny.npz", {"train": 80, "val": 16, "test": 24})
+    folder = scan_folder(path)
+    assert len(folder) == 120 and len(folder.classes) <= 8
+    assert [s.split for s in folder.samples].count("test") == 24
+    with np.load(path) as arrays:
+        images, labels = arrays["train_images"], arrays["train_labels"][:, 0]
+    assert images.shape == (80, 28, 28) and images.dtype == np.uint8
+    rows = images.astype(float).mean(axis=2)  # the blob's row follows the class
+    assert np.corrcoef(rows.argmax(axis=1), labels)[0, 1] > 0.8

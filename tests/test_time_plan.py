@@ -29,6 +29,32 @@ def test_training_gets_what_the_budget_leaves():
     assert plan.training_seconds(loop_started=1e6) == 1.0  # never negative
 
 
+def test_chosen_flip_tta_is_dropped_when_mirroring_would_cost_more_than_its_share():
+    from mediscan.training.recipes import get_recipe
+    from mediscan.training.trainer import _tta_within
+
+    chosen = get_recipe("cpu").with_overrides(tta=True).with_overrides(tiny_tta=True)  # as tta_for sets it
+    cheap = TimePlan(budget=600.0, n_val=500, n_test=600, tta=True, n_ood_fit=2000, started=0.0)
+    cheap.observe(images=100, seconds=0.25)  # 3,100 mirrored images: 7.75 s of 600
+    assert cheap.tta_affordable() and _tta_within(cheap, chosen, _prepared(), announce=False).tta
+    large = TimePlan(budget=600.0, n_val=5000, n_test=47280, tta=True, n_ood_fit=2000, started=0.0)
+    large.observe(images=100, seconds=0.25)  # 54,280 mirrored images: 136 s, more than 5% of 600
+    before = large.finish_seconds()
+    prepared = _prepared()
+    kept = _tta_within(large, chosen, prepared, announce=False)
+    assert not kept.tta and not large.tta and large.finish_seconds() < before - 130
+    assert "test-time augmentation off" in prepared.characterisation.reasons[-1]
+    asked = get_recipe("cpu").with_overrides(tta=True)  # --tta: the user's choice stands
+    assert _tta_within(large, asked, _prepared(), announce=False).tta
+
+
+def _prepared():
+    """Just enough of a Prepared for the reasons a plan adds."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(characterisation=SimpleNamespace(reasons=[]))
+
+
 def test_default_recipe_follows_the_device():
     assert default_recipe_for(torch.device("cpu")) == "cpu"
     assert default_recipe_for(torch.device("cuda")) == "default"

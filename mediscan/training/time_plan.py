@@ -18,6 +18,7 @@ from mediscan.forward import batched_logits, images_per_second
 
 REPORT_SECONDS = 12.0  # metrics with 1,000 bootstrap resamples, plots and report.html (measured: 6-9 s)
 SAFETY = 0.02  # fraction of the budget kept back for what is not estimated (imports, writes)
+TTA_MAX_SHARE = 0.05  # chosen (not asked-for) flip TTA is dropped when its extra passes cost more of the budget
 PROBE_IMAGES = 32
 
 
@@ -42,6 +43,14 @@ class TimePlan:
         split (each twice with TTA) and the report."""
         passes = self.n_val + (self.n_ood_fit + self.n_val + self.n_test) * (2 if self.tta else 1)
         return passes * self.seconds_per_image + REPORT_SECONDS
+
+    def tta_seconds(self) -> float:
+        """What the mirrored passes of test-time augmentation add to finishing."""
+        return (self.n_ood_fit + self.n_val + self.n_test) * self.seconds_per_image
+
+    def tta_affordable(self) -> bool:
+        """Flip TTA costs at most TTA_MAX_SHARE of the budget (always, without a budget)."""
+        return self.budget is None or self.tta_seconds() <= TTA_MAX_SHARE * self.budget
 
     def training_seconds(self, loop_started: float) -> float | None:
         """Seconds the loop that started at `loop_started` may run (None: no budget)."""
