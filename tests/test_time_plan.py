@@ -17,13 +17,15 @@ def test_finish_reserve_counts_validation_test_tta_and_report():
     plan = TimePlan(budget=100.0, n_val=200, n_test=300, tta=True, n_ood_fit=400, started=0.0)
     plan.observe(images=100, seconds=1.0)  # 10 ms an image
     passes = 200 + 2 * (400 + 200 + 300)
-    assert plan.finish_seconds() == pytest.approx(passes * 0.01 + time_plan.REPORT_SECONDS)
+    report = time_plan.REPORT_SECONDS + 300 * time_plan.REPORT_SECONDS_PER_TEST_IMAGE  # scoring grows with the test
+    assert plan.finish_seconds() == pytest.approx(passes * 0.01 + report)
 
 
 def test_training_gets_what_the_budget_leaves():
     plan = TimePlan(budget=100.0, n_val=100, n_test=100, started=0.0)
     plan.observe(images=100, seconds=2.0)
-    expected = 100 * (1 - time_plan.SAFETY) - 10.0 - (2 * 100 * 0.02 + 100 * 0.02 + time_plan.REPORT_SECONDS)
+    report = time_plan.REPORT_SECONDS + 100 * time_plan.REPORT_SECONDS_PER_TEST_IMAGE
+    expected = 100 * (1 - time_plan.SAFETY) - 10.0 - (2 * 100 * 0.02 + 100 * 0.02 + report)
     assert plan.training_seconds(loop_started=10.0) == pytest.approx(expected)
     assert TimePlan(budget=None, n_val=1, n_test=1).training_seconds(0.0) is None
     assert plan.training_seconds(loop_started=1e6) == 1.0  # never negative
@@ -63,7 +65,7 @@ def test_default_recipe_follows_the_device():
 @pytest.mark.slow
 def test_whole_train_call_ends_within_its_budget(tmp_path):
     data = make_shapes(tmp_path / "data", n_per_class=80)
-    budget = 40.0  # the finishing reserve is a fixed 12 s (time_plan.REPORT_SECONDS): 30 s left it borderline
+    budget = 40.0  # the finishing reserve has a fixed 10 s (time_plan.REPORT_SECONDS): 30 s left it borderline
     began = time.perf_counter()
     run = train(data, recipe="cpu", out=tmp_path / "run", device="cpu", progress=False, workers=1,
                 cache_dir=tmp_path / "cache", time_budget=budget, epochs=1000, model="resnet18",
