@@ -17,7 +17,7 @@ def test_finish_reserve_counts_validation_test_tta_and_report():
     plan = TimePlan(budget=100.0, n_val=200, n_test=300, tta=True, n_ood_fit=400, started=0.0)
     plan.observe(images=100, seconds=1.0)  # 10 ms an image
     passes = 200 + 2 * (400 + 200 + 300)
-    report = time_plan.REPORT_SECONDS + 300 * time_plan.REPORT_SECONDS_PER_TEST_IMAGE  # scoring grows with the test
+    report = time_plan.REPORT_SECONDS + 300 * time_plan.REPORT_SECONDS_PER_TEST_IMAGE  # grows with the test
     assert plan.finish_seconds() == pytest.approx(passes * 0.01 + report)
 
 
