@@ -45,16 +45,18 @@ def test_chosen_flip_tta_is_dropped_when_mirroring_would_cost_more_than_its_shar
     prepared = _prepared()
     kept = _tta_within(large, chosen, prepared, announce=False)
     assert not kept.tta and not large.tta and large.finish_seconds() < before - 130
-    assert "test-time augmentation off" in prepared.characterisation.reasons[-1]
+    reasons = prepared.characterisation.reasons  # the choice replaced by why it was dropped
+    assert len(reasons) == 2 and reasons[0] == "grey" and reasons[1].startswith("test-time augmentation off")
     asked = get_recipe("cpu").with_overrides(tta=True)  # --tta: the user's choice stands
     assert _tta_within(large, asked, _prepared(), announce=False).tta
 
 
 def _prepared():
-    """Just enough of a Prepared for the reasons a plan adds."""
+    """Just enough of a Prepared for the reasons a plan changes: the choice of TTA among others."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(characterisation=SimpleNamespace(reasons=[]))
+    chosen = "test-time augmentation: predictions averaged with the left-right mirror"
+    return SimpleNamespace(characterisation=SimpleNamespace(reasons=["grey", chosen]))
 
 
 def test_default_recipe_follows_the_device():

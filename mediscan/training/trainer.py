@@ -406,7 +406,8 @@ def _tta_within(plan: TimePlan, recipe: Recipe, prepared: Prepared, announce: bo
               f"calibration and test images would take ~{plan.tta_seconds():.0f}s, more than "
               f"{TTA_MAX_SHARE:.0%} of the {plan.budget:.0f}s budget; training gets the time")
     if prepared.characterisation is not None:
-        prepared.characterisation.reasons.append(reason)
+        reasons = prepared.characterisation.reasons
+        reasons[:] = [line for line in reasons if not line.startswith("test-time augmentation:")] + [reason]
     if announce:
         console.print(reason)
     return dataclasses.replace(recipe, tta=False)
