@@ -55,8 +55,9 @@ def _prepared():
     """Just enough of a Prepared for the reasons a plan changes: the choice of TTA among others."""
     from types import SimpleNamespace
 
-    chosen = "test-time augmentation: predictions averaged with the left-right mirror"
-    return SimpleNamespace(characterisation=SimpleNamespace(reasons=["grey", chosen]))
+    from mediscan.data.prepare import TTA_REASON
+
+    return SimpleNamespace(characterisation=SimpleNamespace(reasons=["grey", f"{TTA_REASON} (tiny images)"]))
 
 
 def test_default_recipe_follows_the_device():

@@ -25,6 +25,7 @@ from mediscan.training.recipes import Recipe
 from mediscan.transforms import Preprocess
 
 MAX_VAL_IMAGES = 5000  # validation images a run scores (capped_validation)
+TTA_REASON = "test-time augmentation: predictions averaged with the left-right mirror"  # tta_for's reason
 
 
 @dataclass
@@ -73,8 +74,8 @@ def tta_for(found: Characterisation, recipe: Recipe) -> tuple[bool, str | None]:
     """The recipe's test-time augmentation, or its choice for tiny images; and why when it differs."""
     if found.kind != "tiny" or not recipe.tiny_tta or recipe.tta or not found.flip:
         return recipe.tta, None
-    return True, ("test-time augmentation: predictions averaged with the left-right mirror (tiny images: "
-                  "inference is cheap, and it ranked PneumoniaMNIST cases better, AUC +0.002 to +0.008)")
+    return True, (f"{TTA_REASON} (tiny images: inference is cheap, and it ranked PneumoniaMNIST cases "
+                  "better, AUC +0.002 to +0.008)")
 
 
 def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,

@@ -42,12 +42,17 @@ class TimePlan:
     def finish_seconds(self) -> float:
         """A last validation pass, the OOD statistics (training sample + validation), the test
         split (each twice with TTA) and the report."""
-        passes = self.n_val + (self.n_ood_fit + self.n_val + self.n_test) * (2 if self.tta else 1)
+        passes = self.n_val + self.tta_images * (2 if self.tta else 1)
         return passes * self.seconds_per_image + REPORT_SECONDS + self.n_test * REPORT_SECONDS_PER_TEST_IMAGE
+
+    @property
+    def tta_images(self) -> int:
+        """Images scored with test-time augmentation when it is on: the OOD fit, validation, the test split."""
+        return self.n_ood_fit + self.n_val + self.n_test
 
     def tta_seconds(self) -> float:
         """What the mirrored passes of test-time augmentation add to finishing."""
-        return (self.n_ood_fit + self.n_val + self.n_test) * self.seconds_per_image
+        return self.tta_images * self.seconds_per_image
 
     def tta_affordable(self) -> bool:
         """Flip TTA costs at most TTA_MAX_SHARE of the budget (always, without a budget)."""

@@ -16,7 +16,7 @@ from torch import nn
 from mediscan.augment import AugmentConfig, BatchAugment, get_preset
 from mediscan.bundle import save_bundle
 from mediscan.data.characterise import Characterisation
-from mediscan.data.prepare import Prepared, capped_validation, prepare_data
+from mediscan.data.prepare import TTA_REASON, Prepared, capped_validation, prepare_data
 from mediscan.evaluation.calibration import fit_temperature
 from mediscan.forward import batched_logits, pick_device, uses_channels_last
 from mediscan.lesion_synthesis import LesionConfig, LesionSynthesis, lesion_classes
@@ -402,12 +402,12 @@ def _tta_within(plan: TimePlan, recipe: Recipe, prepared: Prepared, announce: bo
     if not (recipe.tta and recipe.tiny_tta) or plan.tta_affordable():
         return recipe
     plan.tta = False
-    reason = (f"test-time augmentation off: mirroring {plan.n_ood_fit + plan.n_val + plan.n_test:,} "
+    reason = (f"test-time augmentation off: mirroring {plan.tta_images:,} "
               f"calibration and test images would take ~{plan.tta_seconds():.0f}s, more than "
               f"{TTA_MAX_SHARE:.0%} of the {plan.budget:.0f}s budget; training gets the time")
     if prepared.characterisation is not None:
         reasons = prepared.characterisation.reasons
-        reasons[:] = [line for line in reasons if not line.startswith("test-time augmentation:")] + [reason]
+        reasons[:] = [line for line in reasons if not line.startswith(TTA_REASON)] + [reason]
     if announce:
         console.print(reason)
     return dataclasses.replace(recipe, tta=False)
