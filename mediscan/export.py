@@ -73,6 +73,13 @@ def onnx_metadata(meta: dict) -> dict[str, str]:
     return {key: json.dumps(value) for key, value in values.items()}
 
 
+def onnx_bytes(module: Deployable, channels: int, size: int, opset: int = 17) -> bytes:
+    """The ONNX graph of a Deployable for uint8 C x S x S inputs (dynamic batch), unchecked: what
+    `export_onnx` writes, and what training times and evaluates its test split with."""
+    example = torch.zeros(2, channels, size, size, dtype=torch.uint8)
+    return _to_onnx_bytes(module.eval(), example, opset)
+
+
 def _to_onnx_bytes(module: Deployable, example: torch.Tensor, opset: int) -> bytes:
     """The TorchScript exporter (dynamo=False): simple and reliable for these CNNs."""
     buffer = io.BytesIO()
@@ -133,8 +140,7 @@ def export_onnx(run_dir: str | Path, *, opset: int = 17, check: bool = True) -> 
     module = Deployable(model, meta["mean"], meta["std"], bool(meta.get("tta")),
                         detector.layer if detector is not None else None).eval()
     preprocess = Preprocess.from_dict(meta["preprocess"])
-    example = torch.zeros(2, preprocess.channels, preprocess.size, preprocess.size, dtype=torch.uint8)
-    proto = onnx.load_from_string(_to_onnx_bytes(module, example, opset))
+    proto = onnx.load_from_string(onnx_bytes(module, preprocess.channels, preprocess.size, opset))
     onnx.checker.check_model(proto)
     props = onnx_metadata(meta)
     if check:

@@ -118,9 +118,9 @@ def batched_logits(model: nn.Module, images: np.ndarray | torch.Tensor, *, mean,
 def images_per_second(logits_of: Callable[[np.ndarray], np.ndarray], images: np.ndarray, *,
                       device: torch.device | str = "cpu", batch_size: int = 256, repeats: int = 3) -> float:
     """Throughput of `logits_of` (e.g. `Classifier.logits_batch`) on these images (best of `repeats`,
-    after one warm-up pass)."""
+    after a warm-up with one inference batch: a smaller one left the first timed pass 2x slow)."""
     sample = np.asarray(images[:batch_size])
-    logits_of(sample[:8])
+    logits_of(sample[:inference_batch_size(device, sample.shape[-1])])
     best = float("inf")
     for _ in range(repeats):
         if torch.device(device).type == "cuda":

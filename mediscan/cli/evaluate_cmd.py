@@ -98,6 +98,8 @@ def evaluate(
     adapt: bool = typer.Option(
         False, "--adapt", help="Re-estimate batch-norm statistics on DATA first (one new site; "
                                "test-time adaptation, not saved to the run)."),
+    backend: str = typer.Option("torch", help="torch or onnx (the run's model.onnx: `mediscan export RUN "
+                                              "--onnx`, or written by train for a large test split)."),
     device: Optional[str] = typer.Option(None),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     json_out: bool = typer.Option(False, "--json"),
@@ -111,11 +113,11 @@ def evaluate(
     with user_errors():
         if data is None:
             result = evaluate_run(run, device=device, progress=progress, n_resamples=resamples,
-                                  abstain_below=abstain_below)
+                                  abstain_below=abstain_below, backend=backend)
         else:
             result = evaluate_external(run, data, mapping_specs=specs, name=name, device=device,
                                        progress=progress, n_resamples=resamples,
-                                       abstain_below=abstain_below, adapt=adapt)
+                                       abstain_below=abstain_below, adapt=adapt, backend=backend)
     if json_out:
         emit_json(result)
         return

@@ -138,10 +138,11 @@ def ood_summary(scored: Scored) -> dict:
             "fraction_outside": n_outside / n if n else None, "accuracy_inside": accuracy}
 
 
-def run_classifier(run_dir: Path, model=None, device=None) -> Classifier:
-    """The run's classifier; `model`: its network already in memory (training just fitted it)."""
+def run_classifier(run_dir: Path, model=None, device=None, backend: str = "torch") -> Classifier:
+    """The run's classifier (`backend` torch or onnx); `model`: its network already in memory (training
+    just fitted it)."""
     if model is None:
-        return Classifier.load(run_dir, device=device)
+        return Classifier.load(run_dir, device=device, backend=backend)
     meta = RunFolder(run_dir).read_meta()
     return Classifier(model, meta, device=device, ood=load_detector(run_dir, meta))
 
@@ -163,12 +164,14 @@ def _with_ood(scored: Scored, classifier: Classifier, outputs) -> Scored:
 
 def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progress: bool = True,
                  n_resamples: int = 1000, workers: int | None = None,
-                 abstain_below: float | None = None, val_logits: np.ndarray | None = None) -> dict:
-    """Score the run's own test split; writes metrics.json, predictions.csv, plots and the report.
+                 abstain_below: float | None = None, val_logits: np.ndarray | None = None,
+                 backend: str = "torch") -> dict:
+    """Score the run's own test split (`backend` torch or onnx: its model.onnx); writes metrics.json,
+    predictions.csv, plots and the report.
 
     `val_logits`: the validation split's logits if the caller has them (training just scored it)."""
     run_dir, run = Path(run_dir), RunFolder(run_dir)
-    classifier = run_classifier(run_dir, model, device)
+    classifier = run_classifier(run_dir, model, device, backend)
     meta = classifier.meta
     prepared = prepared or load_run_data(run_dir, meta, workers=workers, progress=progress)
     test_outputs, y_test, test_index = _split_outputs(classifier, prepared, "test")
@@ -248,12 +251,16 @@ def _slug(path: Path) -> str:
 def evaluate_external(run_dir: Path, data: Path, *, mapping_specs: list[str] | None = None,
                       name: str | None = None, device=None, progress: bool = True,
                       n_resamples: int = 1000, workers: int | None = None,
-                      abstain_below: float | None = None, adapt: bool = False) -> dict:
-    """Score a run on another data set (classes mapped if needed); writes evaluations/NAME.json.
+                      abstain_below: float | None = None, adapt: bool = False, backend: str = "torch") -> dict:
+    """Score a run on another data set (classes mapped if needed) through its `backend` (torch or
+    onnx); writes evaluations/NAME.json.
 
     `adapt`: re-estimate batch-norm statistics on that data set first (`evaluation.adapt`)."""
+    if adapt and backend != "torch":
+        raise ValueError("--adapt re-estimates the PyTorch network's batch-norm statistics; "
+                         "evaluate with --backend torch")
     run_dir, run = Path(run_dir), RunFolder(run_dir)
-    classifier = Classifier.load(run_dir, device=device)
+    classifier = Classifier.load(run_dir, device=device, backend=backend)
     meta = classifier.meta
     ext = load_external(Path(data), meta, mapping_specs, workers=workers, progress=progress)
     adapted = adapt_batchnorm(classifier.model, ext.images, mean=meta["mean"], std=meta["std"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Callable
 
 import numpy as np
 
@@ -21,6 +22,7 @@ REPORT_SECONDS_PER_TEST_IMAGE = 0.0008  # 1,000 bootstrap resamples, OOD scores,
 SAFETY = 0.02  # fraction of the budget kept back for what is not estimated (imports, writes)
 TTA_MAX_SHARE = 0.05  # chosen (not asked-for) flip TTA is dropped when its extra passes cost more of the budget
 PROBE_IMAGES = 32
+PROBE_REPEATS = 2
 
 
 @dataclass
@@ -34,6 +36,7 @@ class TimePlan:
     n_ood_fit: int = 0  # training images the OOD statistics are fitted on
     started: float = field(default_factory=time.perf_counter)
     seconds_per_image: float = 0.0  # inference, measured
+    test_speedup: float = 1.0  # the test split's inference speed relative to training's network (ONNX Runtime)
 
     @property
     def deadline(self) -> float | None:
@@ -42,7 +45,7 @@ class TimePlan:
     def finish_seconds(self) -> float:
         """A last validation pass, the OOD statistics (training sample + validation), the test
         split (each twice with TTA) and the report."""
-        passes = self.n_val + self.tta_images * (2 if self.tta else 1)
+        passes = self.n_val + self._scored_images() * (2 if self.tta else 1)
         return passes * self.seconds_per_image + REPORT_SECONDS + self.n_test * REPORT_SECONDS_PER_TEST_IMAGE
 
     @property
@@ -50,9 +53,13 @@ class TimePlan:
         """Images scored with test-time augmentation when it is on: the OOD fit, validation, the test split."""
         return self.n_ood_fit + self.n_val + self.n_test
 
+    def _scored_images(self) -> float:
+        """`tta_images` in images of the training network's speed (the test split's may be faster)."""
+        return self.n_ood_fit + self.n_val + self.n_test / self.test_speedup
+
     def tta_seconds(self) -> float:
         """What the mirrored passes of test-time augmentation add to finishing."""
-        return self.tta_images * self.seconds_per_image
+        return self._scored_images() * self.seconds_per_image
 
     def tta_affordable(self) -> bool:
         """Flip TTA costs at most TTA_MAX_SHARE of the budget (always, without a budget)."""
@@ -64,13 +71,18 @@ class TimePlan:
             return None
         return max(1.0, self.deadline - loop_started - self.finish_seconds())
 
-    def measure_inference(self, model, images: np.ndarray, *, mean, std, device) -> None:
-        """Time a forward pass over a few images (after a warm-up) for the finishing estimate."""
+    def measure_inference(self, model, images: np.ndarray, *, mean, std, device,
+                          test_logits_of: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        """Time a forward pass over a few images (after a warm-up) for the finishing estimate; with
+        `test_logits_of` (what the test split will go through, e.g. ONNX Runtime), its relative speed."""
         sample = np.asarray(images[:PROBE_IMAGES])
-        if len(sample):
-            rate = images_per_second(partial(batched_logits, model, mean=mean, std=std, device=device),
-                                     sample, device=device, repeats=1)
-            self.observe(len(sample), len(sample) / rate)
+        if not len(sample):
+            return
+        rate = images_per_second(partial(batched_logits, model, mean=mean, std=std, device=device),
+                                 sample, device=device, repeats=PROBE_REPEATS)
+        self.observe(len(sample), len(sample) / rate)
+        if test_logits_of is not None:
+            self.test_speedup = images_per_second(test_logits_of, sample, repeats=PROBE_REPEATS) / rate
 
     def observe(self, images: int, seconds: float) -> None:
         """Record a measured inference pass (e.g. one validation epoch)."""

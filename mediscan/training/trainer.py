@@ -38,6 +38,7 @@ from mediscan.training.recipes import Recipe, get_recipe
 from mediscan.training.run_state import FitResult, RunState
 from mediscan.training.sampling import epoch_order, intensity_groups, largest_group_gap, sampling_weights
 from mediscan.training.schedule import size_at
+from mediscan.training.scoring_backend import export_for_test, onnx_logits_of, scoring_backend
 from mediscan.training.time_plan import TTA_MAX_SHARE, TimePlan
 
 
@@ -342,8 +343,11 @@ def _finish(run_dir: Path, model: nn.Module, recipe: Recipe, prepared: Prepared,
     if evaluate:
         from mediscan.evaluation.runner import evaluate_run
 
-        evaluate_run(run_dir, prepared=prepared, model=model, device=device, progress=progress,
-                     val_logits=None if recipe.tta else val_logits)
+        backend = scoring_backend(device, len(prepared.indices["test"]))
+        if backend == "onnx":
+            backend = export_for_test(run_dir, announce=progress)
+        evaluate_run(run_dir, prepared=prepared, model=model if backend == "torch" else None, backend=backend,
+                     device=device, progress=progress, val_logits=None if recipe.tta else val_logits)
 
 
 def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Path | None = None,
@@ -422,8 +426,12 @@ def _time_plan(recipe: Recipe, prepared: Prepared, model: nn.Module, device: tor
     plan = TimePlan(recipe.time_budget, len(prepared.indices["val"]), len(prepared.indices["test"]),
                     recipe.tta, n_ood_fit=min(MAX_FIT_IMAGES, len(prepared.indices["train"])),
                     started=started)
+    onnx_test = scoring_backend(device, len(prepared.indices["test"])) == "onnx"
     plan.measure_inference(model, prepared.decoded.images[np.sort(prepared.indices["val"])],
-                           mean=prepared.mean, std=prepared.std, device=device)
+                           mean=prepared.mean, std=prepared.std, device=device,
+                           test_logits_of=onnx_logits_of(model, mean=prepared.mean, std=prepared.std,
+                                                         channels=prepared.preprocess.channels,
+                                                         size=prepared.preprocess.size) if onnx_test else None)
     recipe = _tta_within(plan, recipe, prepared, announce)
     if announce:
         console.print(plan.describe(time.perf_counter()))
