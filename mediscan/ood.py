@@ -160,9 +160,10 @@ def _features(model: nn.Module, layer: str, images: np.ndarray, *, mean, std, de
                            feature_layer=model.get_submodule(layer)).features
 
 
-def fit_detector(model: nn.Module, prepared, *, device, tta: bool = False,
-                 seed: int = 0) -> OodDetector | None:
-    """Fit on the training split, threshold on the validation split; None without both."""
+def fit_detector(model: nn.Module, prepared, *, device, tta: bool = False, seed: int = 0,
+                 val_features: np.ndarray | None = None) -> OodDetector | None:
+    """Fit on the training split, threshold on the validation split; None without both.
+    `val_features`: the validation split's head features if the caller has them (training's last pass)."""
     train, val = np.sort(prepared.indices["train"]), np.sort(prepared.indices["val"])
     if len(val) == 0 or len(train) < 2:
         return None
@@ -172,7 +173,9 @@ def fit_detector(model: nn.Module, prepared, *, device, tta: bool = False,
     options = dict(mean=prepared.mean, std=prepared.std, device=device, tta=tta)
     train_features = _features(model, layer, prepared.decoded.images[train], **options)
     density = FeatureDensity.fit(train_features, prepared.folder.labels[train])
-    val_scores = density.score(_features(model, layer, prepared.decoded.images[val], **options))
+    if val_features is None:
+        val_features = _features(model, layer, prepared.decoded.images[val], **options)
+    val_scores = density.score(val_features)
     threshold, quantile = bounded_threshold(val_scores)
     return OodDetector(density, threshold, layer, quantile, fit_images=len(train), calibration_images=len(val))
 

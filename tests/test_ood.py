@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 from mediscan.cli import app
 from mediscan.data.prepare import load_run_data
 from mediscan.evaluation.runner import evaluate_run
+from mediscan.forward import batched_outputs
 from mediscan.ood import (CONFIDENCE, OOD_FILE, TARGET_RATE, FeatureDensity, OodDetector, OodStatisticsError,
-                          bounded_threshold, exceedances_allowed, load_detector)
+                          bounded_threshold, exceedances_allowed, fit_detector, head_layer_name, load_detector)
+from mediscan.training import trainer
 from mediscan.predict import Classifier
 from mediscan.serve.app import create_app
 from mediscan.training.trainer import train
@@ -86,6 +88,34 @@ def test_threshold_bounds_the_validation_exceedances(run_dir, classifier):
     assert (run_dir / OOD_FILE).is_file() and block["quantile"] == pytest.approx(1 - k / len(val))
     assert block["threshold"] == pytest.approx(float(scores[len(val) - k - 1]), rel=1e-5)
     assert block["calibration_images"] == len(val)
+
+
+def test_threshold_reuses_the_validation_features_it_is_given(run_dir, classifier):
+    prepared = load_run_data(run_dir, classifier.meta, progress=False)
+    model = classifier.model
+    fresh = fit_detector(model, prepared, device="cpu")
+    val = prepared.decoded.images[np.sort(prepared.indices["val"])]
+    features = batched_outputs(model, val, mean=prepared.mean, std=prepared.std,
+                               feature_layer=model.get_submodule(head_layer_name(model))).features
+    assert fit_detector(model, prepared, device="cpu", val_features=features).threshold == pytest.approx(
+        fresh.threshold, rel=1e-6)
+    assert fit_detector(model, prepared, device="cpu", val_features=-features).threshold != pytest.approx(
+        fresh.threshold, rel=1e-3)  # the given features are the ones scored
+
+
+def test_training_hands_its_last_validation_features_to_the_threshold(tmp_path, monkeypatch):
+    given = []
+
+    def recording_fit(model, prepared, **options):
+        given.append((len(prepared.indices["val"]), options.get("val_features")))
+        return fit_detector(model, prepared, **options)
+
+    monkeypatch.setattr(trainer, "fit_detector", recording_fit)
+    data = make_shapes(tmp_path / "data", n_per_class=20)
+    train(data, recipe="default", out=tmp_path / "run", device="cpu", progress=False, workers=1,
+          cache_dir=tmp_path / "cache", evaluate=False, tta=False, **{**TINY, "epochs": 1})
+    (n_val, features), = given
+    assert features is not None and features.shape[0] == n_val
 
 
 @pytest.mark.parametrize("n", [10, 59, 60, 100, 571, 2000])

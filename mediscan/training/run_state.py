@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mediscan.bundle import load_checkpoint, save_checkpoint
+from mediscan.forward import Outputs
 from mediscan.run_folder import RunFolder
 
 CHECKPOINTED = ("epoch", "history", "best", "train_seconds", "step")
@@ -43,6 +44,7 @@ class FitResult:
     class_bias: np.ndarray  # training.decision_prior: added to the logits before softmax
     images_seen: int = 0
     kept_val_logits: np.ndarray | None = None  # None after a resume that kept an older epoch
+    kept_val_features: np.ndarray | None = None  # the head's input features of the same pass
 
 
 @dataclass
@@ -56,6 +58,7 @@ class RunState:
     train_seconds: float = 0.0
     step: int = 0
     kept_val_logits: np.ndarray | None = None
+    kept_val_features: np.ndarray | None = None
     images_seen: int = 0
     fit_seconds: float = 0.0  # in training steps only (images_per_second)
     keep_last: bool = False  # ship the last epoch's weights (annealed schedules), not the best validated
@@ -84,15 +87,17 @@ class RunState:
         self.images_seen += row["images"] * world_size
         self.fit_seconds += row["seconds"]
 
-    def record(self, row: dict, model: nn.Module, val_logits: np.ndarray | None) -> None:
-        """Add an epoch's history row; keep its weights and validation logits when it is the best
-        (or, with `keep_last`, always)."""
+    def record(self, row: dict, model: nn.Module, val_outputs: Outputs | None) -> None:
+        """Add an epoch's history row; keep its weights and validation outputs (None: finishing scores
+        the validation split again) when it is the best (or, with `keep_last`, always)."""
         self.history.append(row)
         better = is_better(row, self.best)
         if better:
             self.best = {k: row[k] for k in ("epoch", "val_acc", "val_loss")}
         if better or self.keep_last:
-            self.kept_weights, self.kept_val_logits = copy.deepcopy(model.state_dict()), val_logits
+            self.kept_weights = copy.deepcopy(model.state_dict())
+            self.kept_val_logits, self.kept_val_features = (
+                (val_outputs.logits, val_outputs.features) if val_outputs is not None else (None, None))
 
     def save(self, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *,
              epoch: int, step: int, train_seconds: float, averaged: nn.Module | None = None) -> None:
@@ -111,4 +116,4 @@ class RunState:
     def result(self, started: float, class_bias: np.ndarray) -> FitResult:
         return FitResult(self.history, self.kept_weights, self.kept_epoch, self.best_epoch,
                          time.perf_counter() - started, self.images_seen / max(self.fit_seconds, 1e-9),
-                         class_bias, self.images_seen, self.kept_val_logits)
+                         class_bias, self.images_seen, self.kept_val_logits, self.kept_val_features)

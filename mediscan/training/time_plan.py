@@ -43,9 +43,10 @@ class TimePlan:
         return None if self.budget is None else self.started + self.budget * (1 - SAFETY)
 
     def finish_seconds(self) -> float:
-        """A last validation pass, the OOD statistics (training sample + validation), the test
-        split (each twice with TTA) and the report."""
-        passes = self.n_val + self._scored_images() * (2 if self.tta else 1)
+        """A last validation pass, the OOD statistics (training sample; with TTA the validation split
+        again, mirrored), the test split (twice with TTA) and the report."""
+        after_validation = 2 * self._tta_pass_images() if self.tta else self._plain_pass_images()
+        passes = self.n_val + after_validation
         return passes * self.seconds_per_image + REPORT_SECONDS + self.n_test * REPORT_SECONDS_PER_TEST_IMAGE
 
     @property
@@ -53,13 +54,20 @@ class TimePlan:
         """Images scored with test-time augmentation when it is on: the OOD fit, validation, the test split."""
         return self.n_ood_fit + self.n_val + self.n_test
 
-    def _scored_images(self) -> float:
-        """`tta_images` in images of the training network's speed (the test split's may be faster)."""
+    def _tta_pass_images(self) -> float:
+        """`tta_images`, each scored twice with TTA, in images of the training network's speed (the test
+        split's may be faster)."""
         return self.n_ood_fit + self.n_val + self.n_test / self.test_speedup
 
+    def _plain_pass_images(self) -> float:
+        """What finishing scores after the last validation pass without TTA: the OOD threshold reuses
+        that pass's features."""
+        return self.n_ood_fit + self.n_test / self.test_speedup
+
     def tta_seconds(self) -> float:
-        """What the mirrored passes of test-time augmentation add to finishing."""
-        return self._scored_images() * self.seconds_per_image
+        """What test-time augmentation adds to finishing: every pass after the last validation twice,
+        the validation split included."""
+        return (2 * self._tta_pass_images() - self._plain_pass_images()) * self.seconds_per_image
 
     def tta_affordable(self) -> bool:
         """Flip TTA costs at most TTA_MAX_SHARE of the budget (always, without a budget)."""

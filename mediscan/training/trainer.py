@@ -18,10 +18,10 @@ from mediscan.bundle import save_bundle
 from mediscan.data.characterise import Characterisation
 from mediscan.data.prepare import TTA_REASON, Prepared, capped_validation, prepare_data
 from mediscan.evaluation.calibration import fit_temperature
-from mediscan.forward import batched_logits, pick_device, uses_channels_last
+from mediscan.forward import Outputs, batched_outputs, pick_device, uses_channels_last
 from mediscan.lesion_synthesis import LesionConfig, LesionSynthesis, lesion_classes
 from mediscan.models import count_parameters, create_model, model_config
-from mediscan.ood import MAX_FIT_IMAGES, fit_detector
+from mediscan.ood import MAX_FIT_IMAGES, fit_detector, head_layer_name
 from mediscan.progress import console, progress_bar
 from mediscan.run_folder import RunFolder
 from mediscan.training import distributed
@@ -66,29 +66,30 @@ def freeze_early_layers(model: nn.Module, model_name: str) -> int:
     return frozen
 
 
-def _evaluate_split(model: nn.Module, prepared: Prepared, name: str, device: torch.device,
-                    tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, labels) of one split."""
+def _evaluate_split(model: nn.Module, prepared: Prepared, name: str,
+                    device: torch.device) -> tuple[Outputs, np.ndarray]:
+    """(logits and the head's input features, labels) of one split."""
     index = np.sort(prepared.indices[name])
-    logits = batched_logits(model, prepared.decoded.images[index], mean=prepared.mean,
-                            std=prepared.std, device=device, tta=tta)
-    return logits, prepared.folder.labels[index]
+    outputs = batched_outputs(model, prepared.decoded.images[index], mean=prepared.mean, std=prepared.std,
+                              device=device, feature_layer=model.get_submodule(head_layer_name(model)))
+    return outputs, prepared.folder.labels[index]
 
 
 def validate(model, prepared, device, criterion, plan: TimePlan | None = None,
-             class_bias: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+             class_bias: np.ndarray | None = None) -> tuple[dict, Outputs]:
     """(validation loss, and accuracy with the bundle's `class_bias` added to the logits (its temperature,
-    fitted after training, can still move borderline cases), validation logits); the pass is timed for the
-    time plan."""
+    fitted after training, can still move borderline cases); validation logits and features, which
+    calibration and the OOD threshold reuse); the pass is timed for the time plan."""
     began = time.perf_counter()
-    logits, labels = _evaluate_split(model, prepared, "val", device)
+    outputs, labels = _evaluate_split(model, prepared, "val", device)
     if plan is not None:
         plan.observe(len(labels), time.perf_counter() - began)
     if len(labels) == 0:
-        return {"val_loss": float("nan"), "val_acc": float("nan")}, logits
+        return {"val_loss": float("nan"), "val_acc": float("nan")}, outputs
+    logits = outputs.logits
     loss = criterion(torch.from_numpy(logits).to(device), torch.from_numpy(labels).to(device))
     decided = logits if class_bias is None else logits + class_bias
-    return {"val_loss": float(loss), "val_acc": float((decided.argmax(1) == labels).mean())}, logits
+    return {"val_loss": float(loss), "val_acc": float((decided.argmax(1) == labels).mean())}, outputs
 
 
 def _parallel(model: nn.Module, dist_info: distributed.DistInfo, device: torch.device,
@@ -236,11 +237,11 @@ def fit(model: nn.Module, prepared: Prepared, recipe: Recipe, *, device: torch.d
         state.count(row, dist_info.world_size)
         stop = False
         if dist_info.is_main:
-            metrics, val_logits = validate(scored, prepared, device, criterion, plan, bias)
+            metrics, val_outputs = validate(scored, prepared, device, criterion, plan, bias)
             row.update(metrics, epoch=epoch, lr=optimizer.param_groups[0]["lr"],
                        seconds=time.perf_counter() - budget.started)
             _fit_to_plan(budget, plan)
-            state.record(row, scored, val_logits)
+            state.record(row, scored, val_outputs)
             if progress:
                 _announce_epoch(row)
             state.save(run_dir, model, optimizer, epoch=epoch, step=budget.step,
@@ -329,13 +330,15 @@ def _finish(run_dir: Path, model: nn.Module, recipe: Recipe, prepared: Prepared,
     """Calibrate (temperature from the kept epoch's validation logits, OOD threshold), write the
     bundle, evaluate the test split."""
     model.load_state_dict(result.kept_state)
-    val_logits = result.kept_val_logits
+    val_logits, val_features = result.kept_val_logits, result.kept_val_features
     if val_logits is None:
-        val_logits, _ = _evaluate_split(model, prepared, "val", device)
+        val_outputs, _ = _evaluate_split(model, prepared, "val", device)
+        val_logits, val_features = val_outputs.logits, val_outputs.features
     val_labels = prepared.folder.labels[np.sort(prepared.indices["val"])]
     temperature = fit_temperature(val_logits, val_labels, result.class_bias) if len(val_labels) else 1.0
     meta = build_meta(run_dir.name, recipe, prepared, model, result, float(temperature))
-    detector = fit_detector(model, prepared, device=device, tta=recipe.tta)
+    detector = fit_detector(model, prepared, device=device, tta=recipe.tta,
+                            val_features=None if recipe.tta else val_features)
     if detector is not None:
         detector.save(run_dir)
         meta["ood"] = detector.to_meta()
