@@ -52,7 +52,9 @@ def test_training_scores_a_large_test_split_through_its_exported_graph(tmp_path,
                 cache_dir=tmp_path / "cache", time_budget=60, epochs=3, model="resnet18", pretrained=False,
                 freeze_early=False, input_size=48, crop_foreground=False)
     assert (run / "model.onnx").is_file()
-    onnx_metrics = json.loads((run / "metrics.json").read_text())["test"]
+    written = json.loads((run / "metrics.json").read_text())
+    assert written["backend"] == "onnx"
+    onnx_metrics = written["test"]
     torch_metrics = evaluate_run(run, progress=False, workers=1)["test"]
     assert onnx_metrics["n"] == torch_metrics["n"] >= 10
     assert onnx_metrics["accuracy"] == torch_metrics["accuracy"]

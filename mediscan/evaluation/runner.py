@@ -198,6 +198,7 @@ def evaluate_run(run_dir: Path, *, prepared=None, model=None, device=None, progr
                                after=result["calibration"]["reliability_after"])
     result["test"]["worst_errors"] = write_plots(run.plots, scored)
     result["split"] = {name: int(len(idx)) for name, idx in prepared.indices.items()}
+    result["backend"] = classifier.backend
     run.write_metrics(result)
     write_predictions(run, scored)
     refresh_report(run_dir)
