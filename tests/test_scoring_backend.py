@@ -47,9 +47,9 @@ def test_faster_test_backend_shortens_only_the_test_splits_share():
 @pytest.mark.slow
 def test_training_scores_a_large_test_split_through_its_exported_graph(tmp_path, monkeypatch):
     monkeypatch.setattr(backend_module, "ONNX_MIN_TEST_IMAGES", 10)  # this small split counts as large
-    data = make_shapes(tmp_path / "data", n_per_class=60)
+    data = make_shapes(tmp_path / "data", n_per_class=40)
     run = train(data, recipe="cpu", out=tmp_path / "run", device="cpu", progress=False, workers=1,
-                cache_dir=tmp_path / "cache", time_budget=60, epochs=3, model="resnet18", pretrained=False,
+                cache_dir=tmp_path / "cache", time_budget=60, epochs=2, model="resnet18", pretrained=False,
                 freeze_early=False, input_size=48, crop_foreground=False)
     assert (run / "model.onnx").is_file()
     written = json.loads((run / "metrics.json").read_text())
