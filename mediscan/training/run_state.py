@@ -43,8 +43,7 @@ class FitResult:
     images_per_second: float
     class_bias: np.ndarray  # training.decision_prior: added to the logits before softmax
     images_seen: int = 0
-    kept_val_logits: np.ndarray | None = None  # None after a resume that kept an older epoch
-    kept_val_features: np.ndarray | None = None  # the head's input features of the same pass
+    kept_val_outputs: Outputs | None = None  # its validation logits and features; None after some resumes
 
 
 @dataclass
@@ -57,8 +56,7 @@ class RunState:
     best: dict | None = None  # {"epoch", "val_acc", "val_loss"} of the best epoch
     train_seconds: float = 0.0
     step: int = 0
-    kept_val_logits: np.ndarray | None = None
-    kept_val_features: np.ndarray | None = None
+    kept_val_outputs: Outputs | None = None
     images_seen: int = 0
     fit_seconds: float = 0.0  # in training steps only (images_per_second)
     keep_last: bool = False  # ship the last epoch's weights (annealed schedules), not the best validated
@@ -95,9 +93,7 @@ class RunState:
         if better:
             self.best = {k: row[k] for k in ("epoch", "val_acc", "val_loss")}
         if better or self.keep_last:
-            self.kept_weights = copy.deepcopy(model.state_dict())
-            self.kept_val_logits, self.kept_val_features = (
-                (val_outputs.logits, val_outputs.features) if val_outputs is not None else (None, None))
+            self.kept_weights, self.kept_val_outputs = copy.deepcopy(model.state_dict()), val_outputs
 
     def save(self, run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *,
              epoch: int, step: int, train_seconds: float, averaged: nn.Module | None = None) -> None:
@@ -116,4 +112,4 @@ class RunState:
     def result(self, started: float, class_bias: np.ndarray) -> FitResult:
         return FitResult(self.history, self.kept_weights, self.kept_epoch, self.best_epoch,
                          time.perf_counter() - started, self.images_seen / max(self.fit_seconds, 1e-9),
-                         class_bias, self.images_seen, self.kept_val_logits, self.kept_val_features)
+                         class_bias, self.images_seen, self.kept_val_outputs)

@@ -330,10 +330,10 @@ def _finish(run_dir: Path, model: nn.Module, recipe: Recipe, prepared: Prepared,
     """Calibrate (temperature from the kept epoch's validation logits, OOD threshold), write the
     bundle, evaluate the test split."""
     model.load_state_dict(result.kept_state)
-    val_logits, val_features = result.kept_val_logits, result.kept_val_features
-    if val_logits is None:
+    val_outputs = result.kept_val_outputs
+    if val_outputs is None:
         val_outputs, _ = _evaluate_split(model, prepared, "val", device)
-        val_logits, val_features = val_outputs.logits, val_outputs.features
+    val_logits, val_features = val_outputs.logits, val_outputs.features
     val_labels = prepared.folder.labels[np.sort(prepared.indices["val"])]
     temperature = fit_temperature(val_logits, val_labels, result.class_bias) if len(val_labels) else 1.0
     meta = build_meta(run_dir.name, recipe, prepared, model, result, float(temperature))
