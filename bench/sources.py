@@ -11,6 +11,9 @@ four MRI contrasts; never trained on):
   within +-3 slices: cerebellum and vertex, so a harder check than normal brains);
 - AUROC of P(tumour) between the >= 1,500-pixel tumour slices and the tumour-free slices: how
   well the model separates them whatever the threshold;
+- the share of slices the run's out-of-distribution check flags as unlike its training images,
+  and sensitivity and specificity on the slices it does not flag (what a user who heeds the flag
+  is left with);
 - Grad-CAM pointing: the share of >= 1,500-pixel slices (up to --cam-n per contrast) whose CAM
   peak (the tumour class with the highest probability) lies inside the expert tumour mask;
 - the run's own held-out test accuracy (metrics.json) and, where the run folder holds an
@@ -65,12 +68,14 @@ def tumour_pixels(brats: Path) -> dict[str, int]:
         return {row["file"]: int(row["tumour_px"]) for row in csv.DictReader(handle)}
 
 
-def tumour_probability(classifier, paths: list[Path], normal: str) -> np.ndarray:
-    """P(any tumour class) for each file, through the run's own Classifier."""
+def tumour_probability(classifier, paths: list[Path], normal: str) -> tuple[np.ndarray, np.ndarray]:
+    """P(any tumour class) for each file, through the run's own Classifier, and whether its
+    out-of-distribution check flags the file (all False for a bundle without one)."""
     batch = classifier.predict_files(paths)
     if batch.failures:
         raise SystemExit(f"unreadable benchmark files: {[str(f.path) for f in batch.failures[:5]]}")
-    return np.array([1.0 - p.probabilities[normal] for p in batch.predictions])
+    return (np.array([1.0 - p.probabilities[normal] for p in batch.predictions]),
+            np.array([bool(p.outside) for p in batch.predictions]))
 
 
 def cam_hit(classifier, path: Path, mask_path: Path, normal: str) -> bool:
@@ -94,17 +99,22 @@ def score_contrast(classifier, brats: Path, contrast: str, pixels: dict[str, int
                    cam_n: int) -> dict:
     """Sensitivity (all, large), specificity and CAM pointing for one contrast."""
     names = sorted(pixels)
-    p_tumour = tumour_probability(classifier, [brats / contrast / n for n in names], normal)
+    p_tumour, outside = tumour_probability(classifier, [brats / contrast / n for n in names], normal)
     called = p_tumour >= 0.5
     large = np.array([pixels[n] >= LARGE_TUMOUR for n in names])
     free = sorted((brats / "tumour-free" / contrast).glob("*.png"))
-    p_free = tumour_probability(classifier, free, normal)
+    p_free, free_outside = tumour_probability(classifier, free, normal)
     free_called = p_free >= 0.5
     auc = roc_auc_score(np.r_[np.ones(int(large.sum())), np.zeros(len(free))], np.r_[p_tumour[large], p_free])
+    answered, free_answered = large & ~outside, ~free_outside
     row = {"sensitivity": proportion(int(called.sum()), len(names)),
            "sensitivity_large": proportion(int(called[large].sum()), int(large.sum())),
            "specificity": proportion(int((~free_called).sum()), len(free)),
-           "auroc_large_vs_free": float(auc)}
+           "auroc_large_vs_free": float(auc),
+           "flagged": proportion(int(outside.sum() + free_outside.sum()), len(names) + len(free)),
+           "sensitivity_large_unflagged": proportion(int(called[answered].sum()), int(answered.sum())),
+           "specificity_unflagged": proportion(int((~free_called[free_answered]).sum()),
+                                               int(free_answered.sum()))}
     if cam_n:
         picked = [n for n, big in zip(names, large) if big][::max(1, int(large.sum()) // cam_n)][:cam_n]
         hits = sum(cam_hit(classifier, brats / contrast / n, brats / "mask" / n, normal) for n in picked)
@@ -156,10 +166,12 @@ def pct(entry: dict | None) -> str:
 def run_table(result: dict) -> str:
     """One row per contrast."""
     rows = [[c, pct(r["sensitivity"]), pct(r["sensitivity_large"]), pct(r["specificity"]),
-             f"{r['auroc_large_vs_free']:.3f}", pct(r.get("cam_pointing"))]
+             f"{r['auroc_large_vs_free']:.3f}", pct(r["flagged"]), pct(r["sensitivity_large_unflagged"]),
+             pct(r["specificity_unflagged"]), pct(r.get("cam_pointing"))]
             for c, r in result["contrasts"].items()]
     columns = ["contrast", "sensitivity % (all 600)", f"sensitivity % (>= {LARGE_TUMOUR} px)",
-               "specificity % (tumour-free)", "AUROC (large vs free)", "CAM peak in tumour %"]
+               "specificity % (tumour-free)", "AUROC (large vs free)", "flagged unfamiliar %",
+               "sensitivity % (large, unflagged)", "specificity % (unflagged)", "CAM peak in tumour %"]
     return table(columns, rows)
 
 

@@ -288,7 +288,11 @@ def test_sources_counts_every_contrast_and_scores_the_cam(tiny_run, env, tmp_pat
         assert row["sensitivity"]["n"] == 6 and row["sensitivity_large"]["n"] == 3
         assert row["specificity"]["n"] == 3 and row["cam_pointing"]["n"] == 2
         assert 0 <= row["sensitivity"]["value"] <= 1 and 0 <= row["auroc_large_vs_free"] <= 1
+        flagged = round(row["flagged"]["value"] * 9)
+        assert row["flagged"]["n"] == 9 and row["specificity_unflagged"]["n"] <= 3
+        assert row["sensitivity_large_unflagged"]["n"] + row["specificity_unflagged"]["n"] >= 6 - flagged
     assert "sensitivity % (>= 1500 px)" in done.stdout and "AUROC (large vs free)" in done.stdout
+    assert "flagged unfamiliar %" in done.stdout
 
 
 def test_train_step_times_each_variant_against_fp32(env):
