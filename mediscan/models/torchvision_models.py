@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torchvision
 from torch import nn
 
 from mediscan.models.registry import register_model
@@ -12,6 +11,8 @@ from mediscan.models.weights import fetch_url_weights
 
 
 def _build(arch: str, weights_name: str, pretrained: bool) -> nn.Module:
+    import torchvision  # here, not at import: seconds to load, and every command imports mediscan.models
+
     model = getattr(torchvision.models, arch)(weights=None)
     if pretrained:
         weights = torchvision.models.get_weight(weights_name)
