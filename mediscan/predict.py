@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -14,7 +15,7 @@ from mediscan.data.folders import Skipped
 from mediscan.data.readers import ImageReadError, looks_like_image, not_a_regular_file, read_image
 from mediscan.evaluation.calibration import apply_temperature
 from mediscan.forward import Outputs, batched_outputs, pick_device
-from mediscan.onnx_backend import OnnxBackend
+from mediscan.onnx_backend import ExportError, OnnxBackend
 from mediscan.ood import VERDICT, OodDetector, load_detector
 from mediscan.run_folder import RunFolder
 from mediscan.transforms import Preprocess, normalize
@@ -78,6 +79,18 @@ def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skippe
     return files, skipped
 
 
+def current_onnx(run: RunFolder, device: str | None = None) -> OnnxBackend | None:
+    """An ONNX Runtime session over the run's model.onnx where it beats PyTorch: on a CPU (1.8x eager
+    PyTorch on 2 cores), with onnxruntime installed and the graph exported from the bundle as it is
+    now. None otherwise: no file, another device, or a graph older than model.json."""
+    if pick_device(device).type != "cpu" or not run.onnx_file.is_file() or find_spec("onnxruntime") is None:
+        return None
+    try:
+        return OnnxBackend(run.onnx_file)
+    except ExportError:
+        return None
+
+
 class Classifier:
     """A trained model with its preprocessing, classes and calibration, ready to predict.
 
@@ -101,14 +114,16 @@ class Classifier:
     @classmethod
     def load(cls, run_dir: str | Path, *, device: str | None = None, backend: str = "torch",
              abstain_below: float | None = None) -> Classifier:
-        """Load a run folder (model.safetensors + model.json) for the torch or onnx backend."""
+        """Load a run folder (model.safetensors + model.json) for the torch or onnx backend; "auto":
+        onnx where it is the faster one (`current_onnx`), else torch."""
         run = RunFolder(run_dir)
-        if backend == "onnx":
+        onnx = current_onnx(run, device) if backend == "auto" else None
+        if backend == "onnx" or onnx is not None:
             meta = run.read_meta()
             return cls(None, meta, abstain_below=abstain_below, ood=load_detector(run_dir, meta),
-                       onnx=OnnxBackend(run.onnx_file))
-        if backend != "torch":
-            raise ValueError(f"unknown backend {backend!r}; choose torch or onnx")
+                       onnx=onnx or OnnxBackend(run.onnx_file))
+        if backend not in ("torch", "auto"):
+            raise ValueError(f"unknown backend {backend!r}; choose torch, onnx or auto")
         model, meta = load_bundle(run_dir, device=pick_device(device))
         return cls(model, meta, device=device, abstain_below=abstain_below,
                    ood=load_detector(run_dir, meta))

@@ -15,7 +15,8 @@ from mediscan.evaluation.calibration import apply_temperature as softmax
 from mediscan.export import export_onnx
 from mediscan.models import create_model, model_config
 from mediscan.onnx_backend import ExportError, OnnxBackend
-from mediscan.predict import Classifier
+from mediscan.predict import Classifier, current_onnx
+from mediscan.run_folder import RunFolder
 from mediscan.transforms import Preprocess
 
 CLASSES = ("glioma", "meningioma", "notumor")
@@ -123,6 +124,37 @@ def test_stale_onnx_is_refused(tmp_path):
     make_run(run, seed=1)  # retrained in place: a new model.json "created"
     with pytest.raises(ExportError, match="export .* --onnx"):
         Classifier.load(run, backend="onnx")
+
+
+def test_auto_backend_takes_a_current_graph_on_the_cpu_and_torch_otherwise(exported, tmp_path, monkeypatch):
+    assert Classifier.load(exported, backend="auto").backend == "onnx"
+    assert Classifier.load(exported, device="cpu").backend == "torch"  # the API's default stays torch
+    run = make_run(tmp_path / "run")
+    assert Classifier.load(run, backend="auto").backend == "torch"  # nothing exported
+    export_onnx(run)
+    make_run(run, seed=1)  # retrained in place: the graph is stale
+    stale = Classifier.load(run, backend="auto")
+    assert stale.backend == "torch" and len(stale.predict([np.zeros((50, 60), dtype=np.uint8)])) == 1
+    monkeypatch.setattr("mediscan.predict.pick_device", lambda device=None: torch.device("cuda"))
+    assert current_onnx(RunFolder(exported)) is None  # on a GPU the network runs in PyTorch
+    with pytest.raises(ValueError, match="torch, onnx or auto"):
+        Classifier.load(exported, backend="tensorrt")
+
+
+def test_predict_command_runs_the_graph_by_default_and_torch_for_grad_cam(exported, tmp_path):
+    image = exported / "data" / "glioma" / "0.png"
+    runner = CliRunner()
+    plain = runner.invoke(app, ["predict", str(exported), str(image), "--json", "--no-seen-check"])
+    assert plain.exit_code == 0, plain.output
+    with_cam = runner.invoke(app, ["predict", str(exported), str(image), "--json", "--no-seen-check",
+                                   "--cam", str(tmp_path / "cam")])
+    assert with_cam.exit_code == 0, with_cam.output
+    by_graph, by_torch = json.loads(plain.output), json.loads(with_cam.output)
+    assert by_graph["backend"] == "onnx" and by_torch["backend"] == "torch"
+    (graph_pred,), (torch_pred,) = by_graph["predictions"], by_torch["predictions"]
+    assert graph_pred["label"] == torch_pred["label"]
+    assert graph_pred["probability"] == pytest.approx(torch_pred["probability"], abs=1e-4)
+    assert list((tmp_path / "cam").glob("*.png"))
 
 
 def test_onnx_backend_keeps_plain_text_metadata_other_tools_add(exported, tmp_path):

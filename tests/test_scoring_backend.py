@@ -12,7 +12,9 @@ from mediscan.evaluation.runner import evaluate_run
 from mediscan.forward import batched_logits
 from mediscan.models import create_model
 from mediscan.training import scoring_backend as backend_module
-from mediscan.training.scoring_backend import ONNX_MIN_TEST_IMAGES, onnx_logits_of, scoring_backend
+from mediscan.predict import Classifier
+from mediscan.training.scoring_backend import (ONNX_MIN_TEST_IMAGES, SHIP_GRAPH_AFTER_SECONDS, onnx_logits_of,
+                                               scoring_backend, ships_graph)
 from mediscan.training.time_plan import TimePlan
 from mediscan.training.trainer import train
 from shapes_data import make_shapes
@@ -23,6 +25,14 @@ def test_onnx_only_for_large_test_splits_on_a_cpu():
     assert scoring_backend(cpu, ONNX_MIN_TEST_IMAGES) == "onnx"
     assert scoring_backend(cpu, ONNX_MIN_TEST_IMAGES - 1) == "torch"  # the export would not pay
     assert scoring_backend(cuda, 50_000) == "torch"
+
+
+def test_the_graph_ships_with_a_large_test_split_or_a_minute_of_training_on_a_cpu():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert ships_graph(cpu, ONNX_MIN_TEST_IMAGES, train_seconds=5.0)  # the test split is scored through it
+    assert ships_graph(cpu, 100, train_seconds=SHIP_GRAPH_AFTER_SECONDS)  # cheap beside the run
+    assert not ships_graph(cpu, 100, train_seconds=SHIP_GRAPH_AFTER_SECONDS - 1)
+    assert not ships_graph(cuda, 50_000, train_seconds=3600.0)
 
 
 def test_probe_session_gives_the_networks_logits():
@@ -62,5 +72,6 @@ def test_training_scores_a_large_test_split_through_its_exported_graph(tmp_path,
     cli = CliRunner().invoke(app, ["evaluate", str(run), "--backend", "onnx", "--json", "--no-progress"])
     assert cli.exit_code == 0, cli.output
     assert json.loads(cli.stdout)["test"]["accuracy"] == torch_metrics["accuracy"]
+    assert Classifier.load(run, backend="auto").backend == "onnx"  # predict's default on a CPU
     refused = CliRunner().invoke(app, ["evaluate", str(run), str(data), "--adapt", "--backend", "onnx"])
     assert refused.exit_code == 2 and "--backend torch" in refused.output

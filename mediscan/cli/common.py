@@ -26,6 +26,7 @@ TOKEN_ENV = "MEDISCAN_TOKEN"
 Run = Annotated[Path, typer.Argument(help="Run folder written by `mediscan train`.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda or mps.")]
+BACKEND_HELP = "torch, onnx (the run's model.onnx) or auto: onnx on a CPU when a current model.onnx is there."
 
 
 def parse_duration(text: str | None) -> float | None:

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from mediscan.cli.common import (
+    BACKEND_HELP,
     EXIT_SKIPPED,
     check_file_name,
     check_probability,
@@ -98,8 +99,7 @@ def evaluate(
     adapt: bool = typer.Option(
         False, "--adapt", help="Re-estimate batch-norm statistics on DATA first (one new site; "
                                "test-time adaptation, not saved to the run)."),
-    backend: str = typer.Option("torch", help="torch or onnx (the run's model.onnx: `mediscan export RUN "
-                                              "--onnx`, or written by train for a large test split)."),
+    backend: str = typer.Option("auto", help=BACKEND_HELP + " --adapt runs on torch."),
     device: Optional[str] = typer.Option(None),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     json_out: bool = typer.Option(False, "--json"),
@@ -117,7 +117,8 @@ def evaluate(
         else:
             result = evaluate_external(run, data, mapping_specs=specs, name=name, device=device,
                                        progress=progress, n_resamples=resamples,
-                                       abstain_below=abstain_below, adapt=adapt, backend=backend)
+                                       abstain_below=abstain_below, adapt=adapt,
+                                       backend="torch" if adapt and backend == "auto" else backend)
     if json_out:
         emit_json(result)
         return
@@ -137,7 +138,7 @@ def robustness(
     corruptions: Optional[str] = typer.Option(None, help="Comma-separated subset (default: all)."),
     severities: str = typer.Option("1,2,3,4,5", help="Comma-separated severities 1..5."),
     seed: int = typer.Option(0, help="Seed of the random corruptions."),
-    backend: str = typer.Option("torch", help="torch or onnx (run `mediscan export RUN --onnx` first)."),
+    backend: str = typer.Option("auto", help=BACKEND_HELP),
     device: Optional[str] = typer.Option(None),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     json_out: bool = typer.Option(False, "--json"),

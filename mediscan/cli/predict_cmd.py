@@ -12,7 +12,16 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from mediscan.cli.common import EXIT_SKIPPED, Device, JsonOut, Run, check_probability, emit_json, user_errors
+from mediscan.cli.common import (
+    BACKEND_HELP,
+    EXIT_SKIPPED,
+    Device,
+    JsonOut,
+    Run,
+    check_probability,
+    emit_json,
+    user_errors,
+)
 from mediscan.ood import VERDICT
 from mediscan.progress import console
 
@@ -55,7 +64,7 @@ def predict(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     csv_out: bool = typer.Option(False, "--csv", help="Print CSV."),
     cam: Optional[Path] = typer.Option(None, help="Write Grad-CAM overlays into this folder."),
-    backend: str = typer.Option("torch", help="torch or onnx (run `mediscan export RUN --onnx` first)."),
+    backend: str = typer.Option("auto", help=BACKEND_HELP + " Grad-CAM (--cam) runs on torch."),
     abstain_below: Optional[float] = typer.Option(
         None, callback=check_probability, metavar="P",
         help="Mark predictions whose top probability is below P (0 <= P < 1) as uncertain."),
@@ -68,7 +77,7 @@ def predict(
     from mediscan.predict import Classifier
 
     with user_errors():
-        classifier = Classifier.load(run, device=device, backend=backend,
+        classifier = Classifier.load(run, device=device, backend="torch" if cam and backend == "auto" else backend,
                                      abstain_below=abstain_below)
         batch = classifier.predict_files(inputs)
         if cam is not None:
@@ -76,7 +85,7 @@ def predict(
 
             save_overlays(classifier, [Path(p.source) for p in batch.predictions], cam)
     if json_out:
-        payload = {"predictions": [p.to_dict() for p in batch.predictions],
+        payload = {"backend": classifier.backend, "predictions": [p.to_dict() for p in batch.predictions],
                    "failures": [{"path": str(f.path), "reason": f.reason} for f in batch.failures]}
         if seen_check:
             seen, payload["seen_check"] = _seen_in_training(run, classifier.meta, batch.predictions)

@@ -38,7 +38,7 @@ from mediscan.training.recipes import Recipe, get_recipe
 from mediscan.training.run_state import FitResult, RunState
 from mediscan.training.sampling import epoch_order, intensity_groups, largest_group_gap, sampling_weights
 from mediscan.training.schedule import size_at
-from mediscan.training.scoring_backend import export_for_test, onnx_logits_of, scoring_backend
+from mediscan.training.scoring_backend import onnx_logits_of, scoring_backend, ships_graph, write_graph
 from mediscan.training.time_plan import TTA_MAX_SHARE, TimePlan
 
 
@@ -328,7 +328,7 @@ def _announce_recipe(recipe: Recipe, named: bool, device: torch.device) -> None:
 def _finish(run_dir: Path, model: nn.Module, recipe: Recipe, prepared: Prepared, result: FitResult,
             device: torch.device, evaluate: bool, progress: bool) -> None:
     """Calibrate (temperature from the kept epoch's validation logits, OOD threshold), write the
-    bundle, evaluate the test split."""
+    bundle (and model.onnx where it ships: `ships_graph`), evaluate the test split."""
     model.load_state_dict(result.kept_state)
     val_outputs = result.kept_val_outputs
     if val_outputs is None:
@@ -343,12 +343,12 @@ def _finish(run_dir: Path, model: nn.Module, recipe: Recipe, prepared: Prepared,
         detector.save(run_dir)
         meta["ood"] = detector.to_meta()
     save_bundle(run_dir, model, meta)
+    n_test = len(prepared.indices["test"])
+    exported = ships_graph(device, n_test, result.seconds) and write_graph(run_dir, announce=progress)
     if evaluate:
         from mediscan.evaluation.runner import evaluate_run
 
-        backend = scoring_backend(device, len(prepared.indices["test"]))
-        if backend == "onnx":
-            backend = export_for_test(run_dir, announce=progress)
+        backend = "onnx" if exported and scoring_backend(device, n_test) == "onnx" else "torch"
         evaluate_run(run_dir, prepared=prepared, model=model if backend == "torch" else None, backend=backend,
                      device=device, progress=progress, val_logits=None if recipe.tta else val_logits)
 
