@@ -69,6 +69,14 @@ def test_onnx_probabilities_match_pytorch(exported, batch):
     assert (got.argmax(1) == expected.argmax(1)).all()
 
 
+def test_chunks_run_side_by_side_and_come_back_in_order(exported):
+    backend = OnnxBackend(exported / "model.onnx")
+    images = random_batch(7, seed=5)
+    whole = backend.logits_batch(images, batch_size=7)
+    np.testing.assert_allclose(backend.logits_batch(images, batch_size=2), whole, atol=1e-5)  # 4 chunks
+    assert backend.session.get_session_options().intra_op_num_threads == 1
+
+
 def test_metadata_documents_preprocessing_and_parity(exported):
     backend = OnnxBackend(exported / "model.onnx")
     meta = backend.metadata

@@ -60,6 +60,6 @@ def write_graph(run_dir: Path, announce: bool) -> bool:
             console.print(f"[yellow]no model.onnx: the ONNX export failed ({error}); PyTorch scores and predicts")
         return False
     if announce:
-        console.print(f"wrote {run_dir / 'model.onnx'} (checked against PyTorch): on a CPU, the test split "
-                      "and `mediscan predict` run it with ONNX Runtime")
+        console.print(f"wrote {run_dir / 'model.onnx'} (checked against PyTorch): `mediscan predict` and "
+                      "`evaluate` run it with ONNX Runtime on a CPU")
     return True
