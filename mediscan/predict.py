@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -81,9 +80,9 @@ def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skippe
 
 def current_onnx(run: RunFolder, device: str | None = None) -> OnnxBackend | None:
     """An ONNX Runtime session over the run's model.onnx where it beats PyTorch: on a CPU (1.8x eager
-    PyTorch on 2 cores), with onnxruntime installed and the graph exported from the bundle as it is
-    now. None otherwise: no file, another device, or a graph older than model.json."""
-    if pick_device(device).type != "cpu" or not run.onnx_file.is_file() or find_spec("onnxruntime") is None:
+    PyTorch on 2 cores), with the graph exported from the bundle as it is now. None otherwise: no
+    file, another device, or a graph older than model.json."""
+    if pick_device(device).type != "cpu" or not run.onnx_file.is_file():
         return None
     try:
         return OnnxBackend(run.onnx_file)
