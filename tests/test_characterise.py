@@ -123,11 +123,17 @@ def test_augmentation_is_chosen_from_the_data_and_says_why(tmp_path, make, prese
     chosen, found = choose_preprocessing(folder, get_recipe("cpu"), progress=False)
     assert chosen.augment == preset
     assert sum(r.startswith(f"augmentation: {preset} (") for r in found.reasons) == 1
+    balance = "layout" if preset == "mri" else "sampler"  # look-alike groups only where sources differ in view
+    assert chosen.balance == balance and sum(r.startswith("sampling: ") for r in found.reasons) == 1
     light = get_preset("light")
     assert (light.blur, light.noise, light.downsample) == (0.0, 0.0, 1.0)
     fixed, fixed_found = choose_preprocessing(folder, get_recipe("cpu").with_overrides(augment="none"),
                                               progress=False)
     assert fixed.augment == "none" and not any(r.startswith("augmentation") for r in fixed_found.reasons)
+    assert fixed.balance == "sampler"
+    given, given_found = choose_preprocessing(folder, get_recipe("cpu").with_overrides(balance="sources"),
+                                              progress=False)
+    assert given.balance == "sources" and not any(r.startswith("sampling") for r in given_found.reasons)
 
 
 def test_tiny_images_get_the_recipes_tiny_input_size_unless_a_size_is_given(tmp_path):

@@ -1,4 +1,4 @@
-"""Epoch draws: permutations, class-balanced draws, and draws balanced over classes and intensity groups."""
+"""Epoch draws: permutations, class-balanced draws, and draws balanced over classes and groups of look-alikes."""
 
 import numpy as np
 import pytest
@@ -13,6 +13,8 @@ from mediscan.training.sampling import (
     intensity_groups,
     intensity_signature,
     largest_group_gap,
+    layout_groups,
+    layout_signature,
     sampling_weights,
 )
 
@@ -94,5 +96,41 @@ def test_intensity_signature_is_the_audits_at_any_input_size():
 
 
 def test_unknown_balance_is_refused_by_name():
-    with pytest.raises(ValueError, match="balance 'classes' is not one of none, weights, sampler, sources"):
+    refusal = "balance 'classes' is not one of none, weights, sampler, sources, layout, auto"
+    with pytest.raises(ValueError, match=refusal):
         get_recipe("cpu").with_overrides(balance="classes")
+
+
+def _ellipses(n: int, half_height: int, half_width: int, rng: np.random.Generator) -> np.ndarray:
+    """n (3, 64, 64) grey images: a noisy ellipse of random brightness on black (a head in one view)."""
+    yy, xx = np.mgrid[:64, :64]
+    inside = ((yy - 32) / half_height) ** 2 + ((xx - 32) / half_width) ** 2 < 1
+    images = np.zeros((n, 3, 64, 64), np.uint8)
+    for image in images:
+        image[:, inside] = np.clip(rng.normal(rng.uniform(60, 220), 15, inside.sum()), 1, 255)
+    return images
+
+
+def test_layout_groups_follow_the_view_not_the_brightness():
+    """Wide and tall heads of any brightness: two groups, one per shape (axial against sagittal-like)."""
+    rng = np.random.default_rng(0)
+    images = np.concatenate([_ellipses(12, 20, 28, rng), _ellipses(12, 28, 16, rng)])
+    groups = layout_groups(images, groups=2)
+    assert len(set(groups[:12])) == 1 and len(set(groups[12:])) == 1 and groups[0] != groups[12]
+    darker = images[0] // 2
+    np.testing.assert_allclose(layout_signature(darker), layout_signature(images[0]), atol=0.05)
+    assert layout_signature(np.zeros((1, 64, 64), np.uint8)).shape == (256,)
+    assert not layout_signature(np.zeros((1, 64, 64), np.uint8)).any()
+
+
+def test_layout_balance_draws_a_rare_view_of_a_class_more_often():
+    """Class 0 (normal) is mostly wide heads, class 1 mostly tall ones: its few tall heads are drawn more."""
+    rng = np.random.default_rng(1)
+    images = np.concatenate([_ellipses(36, 20, 28, rng), _ellipses(4, 28, 16, rng),
+                             _ellipses(10, 20, 28, rng), _ellipses(30, 28, 16, rng)])
+    labels = np.array([0] * 40 + [1] * 40)
+    groups = layout_groups(images, groups=2)
+    weights = sampling_weights(labels, "layout", groups).numpy()
+    np.testing.assert_allclose(_class_totals(labels, torch.from_numpy(weights)), [1.0, 1.0], rtol=1e-6)
+    assert weights[36] / weights[0] > 3  # a tall normal head against a wide one
+    assert largest_group_gap(labels, groups, torch.from_numpy(weights)) < largest_group_gap(labels, groups) / 2

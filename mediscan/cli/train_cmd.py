@@ -89,6 +89,9 @@ CROP_HELP = "Crop to the object on a dark background (default: chosen from the d
 ORDINAL_HELP = "Labels are ordered grades: also report quadratic-weighted kappa."
 KEEP_HELP = ("Weights to ship: last (the epoch the schedule annealed to, default) or best (highest validation "
              "accuracy, the seed tutorials').")
+BALANCE_HELP = ("How training draws images: none | weights | sampler (classes equally) | sources (classes x "
+                "intensity groups) | layout (classes x thumbnail groups) | auto (layout for grey heads on black, "
+                "else sampler).")
 PRIOR_HELP = ("Class shares the probabilities assume: train (the training split's, default: accuracy), balanced "
               "(equal: balanced accuracy, rare-class recall) or draws (as the sampler drew them).")
 
@@ -108,7 +111,7 @@ def train(
     patience: Optional[int] = typer.Option(None, help="Early stopping patience in epochs (then --keep best)."),
     keep: Optional[str] = typer.Option(None, help=KEEP_HELP),
     time_budget: Optional[str] = typer.Option(None, help="Fit the whole command in a budget, e.g. 10m (0: none)."),
-    balance: Optional[str] = typer.Option(None, help="none | weights | sampler | sources (classes x intensity)."),
+    balance: Optional[str] = typer.Option(None, help=BALANCE_HELP),
     prior: Optional[str] = typer.Option(None, help=PRIOR_HELP),
     crop: Optional[bool] = typer.Option(None, "--crop/--no-crop", help=CROP_HELP),
     channels: Optional[int] = typer.Option(None, help="1 or 3 input channels (default: the model's)."),

@@ -53,6 +53,15 @@ def augmentation_for(found: Characterisation) -> tuple[str, str]:
     return "strong", "strong (geometric and photometric, blur, noise and downsampling)"
 
 
+def balance_for(augment: str) -> tuple[str, str]:
+    """How training draws its images for data given this augmentation preset, and why."""
+    if augment == "mri":
+        return "layout", ("sampling: balanced over classes and groups of look-alike thumbnails (in the brain "
+                          "Training folder the view tells the classes apart: sagittal and coronal normal brains "
+                          "were called tumours)")
+    return "sampler", "sampling: every class drawn equally often"
+
+
 def input_size_for(found: Characterisation, recipe: Recipe) -> tuple[int | None, str | None]:
     """The recipe's input size, or its size for tiny images; and why when it differs."""
     if found.kind != "tiny" or not recipe.tiny_input_size:
@@ -88,13 +97,16 @@ def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
     augment, why = augmentation_for(found)
     if "augment" in auto:
         found.reasons.append(f"augmentation: {why}")
+    balance, why_balance = balance_for(augment if "augment" in auto else recipe.augment)
+    if "balance" in auto:
+        found.reasons.append(why_balance)
     size, why_size = input_size_for(found, recipe)
     lr, why_lr = lr_for(found, recipe)
     tta, why_tta = tta_for(found, recipe)
     found.reasons.extend(why for why in (why_size, why_lr, why_tta) if why)
     chosen = {"channels": model_config(recipe.model).channels, "crop_foreground": found.crop_foreground,
               "clip_percentiles": found.clip_percentiles, "normalization": found.normalization,
-              "augment": augment, "flip": found.flip}
+              "augment": augment, "flip": found.flip, "balance": balance}
     if progress:
         console.print(f"preprocessing chosen from {found.images} images ({', '.join(auto)}):")
         for reason in found.reasons:

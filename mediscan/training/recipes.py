@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 AUTO = "auto"
-AUTO_FIELDS = ("channels", "crop_foreground", "clip_percentiles", "normalization", "augment", "flip")
-BALANCES = ("none", "weights", "sampler", "sources")  # training.optim, training.sampling
+AUTO_FIELDS = ("channels", "crop_foreground", "clip_percentiles", "normalization", "augment", "flip", "balance")
+BALANCES = ("none", "weights", "sampler", "sources", "layout", AUTO)  # training.optim, training.sampling
 PRIORS = ("train", "balanced", "draws")  # training.decision_prior
 KEEPS = ("last", "best")  # training.run_state
 
@@ -45,7 +45,7 @@ class Recipe:
     ema: float | None = None  # decay of a moving average of the weights, per step; validated and bundled
     augment: str = "auto"  # a preset of mediscan.augment.PRESETS, or "auto" (data.prepare.augmentation_for)
     flip: bool | str = "auto"  # the preset's flips (and flip TTA); "auto": off when a mirror changes the class
-    balance: str = "sampler"  # none | weights | sampler | sources (training.sampling)
+    balance: str = "sampler"  # none | weights | sampler | sources | layout (training.sampling) | auto
     prior: str = "train"  # the class shares the probabilities assume: train | balanced | draws (decision_prior)
     lesions: float = 0.0  # brain MRI ("mri" augmentation): share of normal images given a synthetic lesion
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -110,10 +110,11 @@ RECIPES: dict[str, Recipe] = {
             "mediscan's recipe: ResNet-18 from scratch, preprocessing chosen from the data (crop, "
             "intensity, normalisation), aspect-preserving resize, strong geometric + photometric augmentation "
             "(brain MRI: random contrast, brain extraction, synthetic lesions in 35% of the normal images), "
-            "AdamW one-cycle, label smoothing, balanced sampling with decisions under the training split's "
-            "class frequencies, duplicate-aware split",
+            "AdamW one-cycle, label smoothing, balanced sampling (brain MRI: over classes and groups of "
+            "look-alike thumbnails) with decisions under the training split's class frequencies, "
+            "duplicate-aware split",
             model="resnet18", input_size=224, epochs=40, batch_size=128, lr=3e-3, patience=None,
-            lesions=0.35, tiny_tta=True,
+            lesions=0.35, tiny_tta=True, balance=AUTO,
         ),
         Recipe(
             "cpu",
@@ -123,7 +124,7 @@ RECIPES: dict[str, Recipe] = {
             "learning rate 4e-3 (tiny images: 2e-3, and flip TTA when flips keep the classes)",
             model="efficientnet_lite0", pretrained=True, freeze_early=True, input_size=128, tiny_input_size=96,
             epochs=30, batch_size=48, lr=4e-3, tiny_lr=2e-3, tiny_tta=True, weight_decay=0.01, time_budget=600.0,
-            lesions=0.35,
+            lesions=0.35, balance=AUTO,
         ),
         Recipe(
             "demo",

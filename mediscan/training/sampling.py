@@ -1,22 +1,27 @@
 """Which training images an epoch draws: a permutation, class-balanced draws, or draws balanced over
-classes and intensity groups.
+classes and groups of look-alike images.
 
-The shortcut audit finds that in the brain Training folder the intensity histogram inside the head
-(a proxy of the MRI contrast) tells the classes apart: the no-tumour images are mostly T2 and FLAIR,
-the tumour images contrast-enhanced T1. `balance="sources"` clusters the training images by that
-histogram and draws every class with the groups' overall shares (the ratio to the class's own share
-capped at `MAX_RATIO`), so that within the draws a group says less about the class."""
+The shortcut audit finds that in the brain Training folder how an image looks, apart from any
+lesion, tells the classes apart: the no-tumour images are mostly axial T2 and FLAIR, the tumour
+images contrast-enhanced T1, many of them sagittal or coronal. Grouping the training images by a
+label-irrelevant signature and drawing every class with the groups' overall shares (the ratio to
+the class's own share capped at `MAX_RATIO`) makes a group say less about the class within the
+draws. `balance="sources"` groups by the intensity histogram inside the head (a proxy of the MRI
+contrast); `balance="layout"` by a 16 x 16 thumbnail (the view, framing and coarse contrast), which
+gives the rare sagittal and coronal normal brains their share of the no-tumour draws."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.cluster import KMeans
 
 from mediscan.data.shortcuts import head_intensity
 
 GROUPS = 8
 MAX_RATIO = 4.0
+LAYOUT_SIDE = 16
 
 
 def intensity_signature(image: np.ndarray) -> list[float]:
@@ -25,17 +30,37 @@ def intensity_signature(image: np.ndarray) -> list[float]:
     return [0.0 if np.isnan(v) else v for v in values]
 
 
+def layout_signature(image: np.ndarray) -> np.ndarray:
+    """A uint8 (C, H, W) image's first channel averaged down to 16 x 16, standardised (zeros when blank)."""
+    grey = torch.from_numpy(np.asarray(image[0], dtype=np.float32))[None, None]
+    thumb = F.adaptive_avg_pool2d(grey, LAYOUT_SIDE).flatten().numpy().astype(np.float64)
+    return (thumb - thumb.mean()) / (thumb.std() + 1e-6)
+
+
 def intensity_groups(images: np.ndarray, *, groups: int = GROUPS, seed: int = 0) -> np.ndarray:
     """The k-means group of each uint8 (N, C, H, W) image's standardised intensity signature."""
     features = np.array([intensity_signature(np.asarray(image)) for image in images], dtype=np.float64)
-    features = (features - features.mean(0)) / (features.std(0) + 1e-9)
+    return _kmeans((features - features.mean(0)) / (features.std(0) + 1e-9), groups, seed)
+
+
+def layout_groups(images: np.ndarray, *, groups: int = GROUPS, seed: int = 0) -> np.ndarray:
+    """The k-means group of each uint8 (N, C, H, W) image's layout signature."""
+    return _kmeans(np.array([layout_signature(image) for image in images]), groups, seed)
+
+
+def _kmeans(features: np.ndarray, groups: int, seed: int) -> np.ndarray:
     k = max(1, min(groups, len(features)))
     return KMeans(k, n_init=4, random_state=seed).fit_predict(features)
 
 
+GROUPINGS = {"sources": intensity_groups, "layout": layout_groups}  # the balances that draw over groups
+GROUP_KINDS = {"sources": "intensity groups (the histogram inside the foreground; in MRI, the contrast)",
+               "layout": "layout groups (16 x 16 thumbnails: view, framing, coarse contrast)"}
+
+
 def sampling_weights(labels: np.ndarray, balance: str, groups: np.ndarray | None = None) -> torch.Tensor | None:
     """Per-image draw weights (None: a plain permutation), each class's summing to 1: drawn equally often."""
-    if balance not in ("sampler", "sources"):
+    if balance != "sampler" and balance not in GROUPINGS:
         return None
     labels = np.asarray(labels)
     weights = np.zeros(len(labels), dtype=np.float32)

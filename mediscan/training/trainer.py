@@ -36,7 +36,7 @@ from mediscan.training.optim import (
 )
 from mediscan.training.recipes import Recipe, get_recipe
 from mediscan.training.run_state import FitResult, RunState
-from mediscan.training.sampling import epoch_order, intensity_groups, largest_group_gap, sampling_weights
+from mediscan.training.sampling import GROUP_KINDS, GROUPINGS, epoch_order, largest_group_gap, sampling_weights
 from mediscan.training.schedule import size_at
 from mediscan.training.scoring_backend import onnx_logits_of, scoring_backend, ships_graph, write_graph
 from mediscan.training.time_plan import TTA_MAX_SHARE, TimePlan
@@ -161,15 +161,15 @@ def _replayed_generator(recipe: Recipe, n: int, weights: torch.Tensor | None, ep
 
 def _draw_weights(prepared: Prepared, train_index: np.ndarray, recipe: Recipe,
                   announce: bool) -> torch.Tensor | None:
-    """The recipe's per-image draw weights; for `balance="sources"` over classes and intensity groups."""
+    """The recipe's per-image draw weights; for a grouped balance over classes and groups of look-alikes."""
     labels = prepared.folder.labels[train_index]
-    if recipe.balance != "sources":
+    if recipe.balance not in GROUPINGS:
         return sampling_weights(labels, recipe.balance)
-    groups = intensity_groups((prepared.decoded.images[i] for i in train_index), seed=recipe.seed)
+    grouping = GROUPINGS[recipe.balance]
+    groups = grouping((prepared.decoded.images[i] for i in train_index), seed=recipe.seed)
     weights = sampling_weights(labels, recipe.balance, groups)
     if announce:
-        console.print(f"sampling balanced over classes and {groups.max() + 1} intensity groups (the histogram "
-                      f"inside the foreground; in MRI, the contrast): "
+        console.print(f"sampling balanced over classes and {groups.max() + 1} {GROUP_KINDS[recipe.balance]}: "
                       f"the class least like the overall mix of groups is "
                       f"{largest_group_gap(labels, groups):.0%} off it in its images, "
                       f"{largest_group_gap(labels, groups, weights):.0%} in its draws")
