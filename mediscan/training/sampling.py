@@ -1,14 +1,16 @@
 """Which training images an epoch draws: a permutation, class-balanced draws, or draws balanced over
 classes and groups of look-alike images.
 
-The shortcut audit finds that in the brain Training folder how an image looks, apart from any
-lesion, tells the classes apart: the no-tumour images are mostly axial T2 and FLAIR, the tumour
-images contrast-enhanced T1, many of them sagittal or coronal. Grouping the training images by a
-label-irrelevant signature and drawing every class with the groups' overall shares (the ratio to
-the class's own share capped at `MAX_RATIO`) makes a group say less about the class within the
-draws. `balance="sources"` groups by the intensity histogram inside the head (a proxy of the MRI
-contrast); `balance="layout"` by a 16 x 16 thumbnail (the view, framing and coarse contrast), which
-gives the rare sagittal and coronal normal brains their share of the no-tumour draws."""
+In the brain Training folder how an image looks, apart from any lesion, tells the classes apart:
+the no-tumour images are mostly axial T2 and FLAIR, the tumour images contrast-enhanced T1, many
+of them sagittal or coronal (the shortcut audit measures the contrast and framing; the errors of
+a model on its own test split show the view: sagittal and coronal normal brains called tumours).
+Grouping the training images by a label-irrelevant signature and drawing every class with the
+groups' overall shares (the ratio to the class's own share capped at `MAX_RATIO`) makes a group say
+less about the class within the draws. `balance="sources"` groups by the intensity histogram inside
+the head (a proxy of the MRI contrast); `balance="layout"` by a 16 x 16 thumbnail (the view,
+framing and coarse contrast), which gives the rare sagittal and coronal normal brains their share
+of the no-tumour draws."""
 
 from __future__ import annotations
 
