@@ -14,6 +14,8 @@ of the no-tumour draws."""
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -55,9 +57,18 @@ def _kmeans(features: np.ndarray, groups: int, seed: int) -> np.ndarray:
     return KMeans(k, n_init=4, random_state=seed).fit_predict(features)
 
 
-GROUPINGS = {"sources": intensity_groups, "layout": layout_groups}  # the balances that draw over groups
-GROUP_KINDS = {"sources": "intensity groups (the histogram inside the foreground; in MRI, the contrast)",
-               "layout": "layout groups (16 x 16 thumbnails: view, framing, coarse contrast)"}
+class Grouping(NamedTuple):
+    """How a balance groups the training images, and what to call the groups."""
+
+    groups: Callable[..., np.ndarray]
+    kind: str
+
+
+GROUPINGS = {  # the balances that draw over groups
+    "sources": Grouping(intensity_groups,
+                        "intensity groups (the histogram inside the foreground; in MRI, the contrast)"),
+    "layout": Grouping(layout_groups, "layout groups (16 x 16 thumbnails: view, framing, coarse contrast)"),
+}
 
 
 def sampling_weights(labels: np.ndarray, balance: str, groups: np.ndarray | None = None) -> torch.Tensor | None:

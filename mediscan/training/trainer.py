@@ -36,7 +36,7 @@ from mediscan.training.optim import (
 )
 from mediscan.training.recipes import Recipe, get_recipe
 from mediscan.training.run_state import FitResult, RunState
-from mediscan.training.sampling import GROUP_KINDS, GROUPINGS, epoch_order, largest_group_gap, sampling_weights
+from mediscan.training.sampling import GROUPINGS, epoch_order, largest_group_gap, sampling_weights
 from mediscan.training.schedule import size_at
 from mediscan.training.scoring_backend import onnx_logits_of, scoring_backend, ships_graph, write_graph
 from mediscan.training.time_plan import TTA_MAX_SHARE, TimePlan
@@ -166,10 +166,10 @@ def _draw_weights(prepared: Prepared, train_index: np.ndarray, recipe: Recipe,
     if recipe.balance not in GROUPINGS:
         return sampling_weights(labels, recipe.balance)
     grouping = GROUPINGS[recipe.balance]
-    groups = grouping((prepared.decoded.images[i] for i in train_index), seed=recipe.seed)
+    groups = grouping.groups((prepared.decoded.images[i] for i in train_index), seed=recipe.seed)
     weights = sampling_weights(labels, recipe.balance, groups)
     if announce:
-        console.print(f"sampling balanced over classes and {groups.max() + 1} {GROUP_KINDS[recipe.balance]}: "
+        console.print(f"sampling balanced over classes and {groups.max() + 1} {grouping.kind}: "
                       f"the class least like the overall mix of groups is "
                       f"{largest_group_gap(labels, groups):.0%} off it in its images, "
                       f"{largest_group_gap(labels, groups, weights):.0%} in its draws")
