@@ -9,7 +9,9 @@ where mediscan uses it, random inputs (a step costs the same whatever the pixels
 `fp32` (what training does on the CPU), `bf16` (autocast to bfloat16, what training does on a
 GPU that supports it), `compile` (`torch.compile`, `mediscan train --compile`). Each variant
 gets a fresh model; warm-up steps (compilation included) are timed apart from the measured
-steps. Prints the command line, a table and one JSON line; never asserts on time.
+steps. On a CPU the heap keeps freed memory for reuse, as training does (`mediscan.heap`);
+`--plain-heap` leaves glibc's defaults, for the A/B. Prints the command line, a table and one
+JSON line; never asserts on time.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="Untimed steps first (compilation happens here).")
     parser.add_argument("--steps", type=int, default=10, help="Timed steps.")
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
+    parser.add_argument("--plain-heap", action="store_true",
+                        help="Leave glibc malloc's thresholds as they are (training raises them: mediscan.heap).")
     parser.add_argument("--json", action="store_true", help="Print only the JSON line.")
     args = parser.parse_args(argv)
     unknown = set(args.variants.split(",")) - set(VARIANTS)
@@ -84,10 +88,12 @@ def time_variant(recipe, variant: str, size: int, batch: int, args: argparse.Nam
 
 
 def main(argv: list[str] | None = None) -> None:
+    from mediscan.heap import keep_freed_memory
     from mediscan.training.recipes import get_recipe
 
     args = parse_args(argv)
     command = announce(args.json)
+    kept_heap = args.device == "cpu" and not args.plain_heap and keep_freed_memory()
     recipe = get_recipe(args.recipe).with_overrides(model=args.model)
     batch = args.batch or recipe.batch_size
     rows = []
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         row["vs_fp32"] = row["images_per_second"] / fp32[row["size"]] if row["size"] in fp32 else None
     result = {"command": command, "recipe": recipe.name, "model": recipe.model, "batch": batch,
-              "frozen_early": recipe.freeze_early, "rows": rows, "machine": machine()}
+              "frozen_early": recipe.freeze_early, "kept_heap": kept_heap, "rows": rows, "machine": machine()}
     text = table(["size", "variant", "warm-up s", "train img/s", "vs fp32"],
                  [[str(r["size"]), r["variant"], f"{r['warmup_seconds']:.1f}", f"{r['images_per_second']:.1f}",
                    "-" if r["vs_fp32"] is None else f"{r['vs_fp32']:.2f}x"] for r in rows])

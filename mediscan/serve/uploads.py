@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import secrets
-from functools import lru_cache
 
 import numpy as np
 from starlette.datastructures import FormData, Headers
@@ -22,6 +19,7 @@ from mediscan.data.readers import (
     read_image_bytes,
     suffix_of,
 )
+from mediscan.heap import release_free_memory
 
 ENVELOPE_BYTES = 64 * 1024  # multipart boundaries and part headers around the file
 TRIM_ABOVE_BYTES = 4 * 2**20  # after a decoded image this large, freed heap goes back to the OS
@@ -151,18 +149,4 @@ def decode_upload(data: bytes, filename: str | None, *,
 def trim_heap(freed_bytes: int) -> bool:
     """After freeing `freed_bytes` >= TRIM_ABOVE_BYTES, return free heap pages to the OS (glibc's
     malloc_trim; elsewhere nothing), so the server's memory settles after large uploads."""
-    libc = _libc()
-    if freed_bytes < TRIM_ABOVE_BYTES or libc is None:
-        return False
-    libc.malloc_trim(0)
-    return True
-
-
-@lru_cache(maxsize=1)
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+    return freed_bytes >= TRIM_ABOVE_BYTES and release_free_memory()

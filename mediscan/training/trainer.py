@@ -18,6 +18,7 @@ from mediscan.bundle import save_bundle
 from mediscan.data.characterise import Characterisation
 from mediscan.data.prepare import TTA_REASON, Prepared, capped_validation, prepare_data
 from mediscan.evaluation.calibration import fit_temperature
+from mediscan.heap import keep_freed_memory
 from mediscan.forward import Outputs, batched_outputs, pick_device, uses_channels_last
 from mediscan.lesion_synthesis import LesionConfig, LesionSynthesis, lesion_classes
 from mediscan.models import count_parameters, create_model, model_config
@@ -368,6 +369,8 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
     run = RunFolder(run_dir)
     started = time.perf_counter()
     torch_device = pick_device(device)
+    if torch_device.type == "cpu":
+        keep_freed_memory()
     named = recipe is not None
     if resume:
         recipe = Recipe.from_dict(run.read_recipe())

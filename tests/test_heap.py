@@ -1,0 +1,46 @@
+"""The C heap setting for CPU training: freed training-sized blocks are reused instead of faulted in again."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mediscan.heap import keep_freed_memory
+
+PROGRAM = """
+import json, resource, sys, torch
+from mediscan.heap import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "keep" else False
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(40):
+    block = torch.empty(64 << 20, dtype=torch.uint8)
+    block.fill_(1)
+    del block
+print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+"""
+
+
+def _faults(mode: str, env: dict | None = None) -> dict:
+    done = subprocess.run([sys.executable, "-c", PROGRAM, mode], capture_output=True, text=True, check=True,
+                          env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+def test_freed_blocks_are_reused_not_faulted_in_again():
+    plain, kept = _faults("plain"), _faults("keep")
+    assert kept["applied"] is True
+    pages = 40 * (64 << 20) // 4096
+    assert plain["faults"] > 0.8 * pages  # every 64 MiB block comes fresh from the kernel
+    assert kept["faults"] < 0.3 * pages  # a few blocks' pages until the heap settles, then reuse
+
+
+def test_a_users_own_malloc_setting_wins(monkeypatch):
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")
+    assert keep_freed_memory() is False
