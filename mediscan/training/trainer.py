@@ -18,8 +18,8 @@ from mediscan.bundle import save_bundle
 from mediscan.data.characterise import Characterisation
 from mediscan.data.prepare import TTA_REASON, Prepared, capped_validation, prepare_data
 from mediscan.evaluation.calibration import fit_temperature
-from mediscan.heap import keep_freed_memory
 from mediscan.forward import Outputs, batched_outputs, pick_device, uses_channels_last
+from mediscan.heap import keep_freed_memory
 from mediscan.lesion_synthesis import LesionConfig, LesionSynthesis, lesion_classes
 from mediscan.models import count_parameters, create_model, model_config
 from mediscan.ood import MAX_FIT_IMAGES, fit_detector, head_layer_name
