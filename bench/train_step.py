@@ -4,13 +4,14 @@
     python3 bench/train_step.py --recipe default --sizes 224 --device cuda --batch 256
     python3 bench/train_step.py --recipe cpu --model efficientnet_lite1 --sizes 128 --variants fp32
 
-The recipe's model, ImageNet weights, frozen stages, optimizer and batch size, channels-last
+The recipe's model, ImageNet weights, frozen stages and filters, optimizer and batch size, channels-last
 where mediscan uses it, random inputs (a step costs the same whatever the pixels). Variants:
 `fp32` (what training does on the CPU), `bf16` (autocast to bfloat16, what training does on a
 GPU that supports it), `compile` (`torch.compile`, `mediscan train --compile`). Each variant
 gets a fresh model; warm-up steps (compilation included) are timed apart from the measured
 steps. On a CPU the heap keeps freed memory for reuse, as training does (`mediscan.heap`);
-`--plain-heap` leaves glibc's defaults, for the A/B. Prints the command line, a table and one
+`--plain-heap` leaves glibc's defaults, and `--train-depthwise` trains the 5x5 depthwise filters the `cpu`
+recipe keeps fixed (`mediscan.training.freezing`), for those A/Bs. Prints the command line, a table and one
 JSON line; never asserts on time.
 """
 
@@ -37,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu or cuda.")
     parser.add_argument("--plain-heap", action="store_true",
                         help="Leave glibc malloc's thresholds as they are (training raises them: mediscan.heap).")
+    parser.add_argument("--train-depthwise", action="store_true",
+                        help="Train the 5x5 depthwise filters the recipe fixes (training.freezing): the A/B.")
     parser.add_argument("--json", action="store_true", help="Print only the JSON line.")
     args = parser.parse_args(argv)
     unknown = set(args.variants.split(",")) - set(VARIANTS)
@@ -52,13 +55,12 @@ def time_variant(recipe, variant: str, size: int, batch: int, args: argparse.Nam
     from mediscan.forward import uses_channels_last
     from mediscan.models import create_model
     from mediscan.training.optim import create_optimizer
-    from mediscan.training.trainer import freeze_early_layers
+    from mediscan.training.freezing import freeze_pretrained
 
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = create_model(recipe.model, 4, pretrained=recipe.pretrained)
-    if recipe.freeze_early:
-        freeze_early_layers(model, recipe.model)
+    freeze_pretrained(model, recipe)
     layout = torch.channels_last if uses_channels_last(device) else torch.contiguous_format
     model = model.to(device, memory_format=layout).train()
     network = torch.compile(model) if variant == "compile" else model
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     command = announce(args.json)
     kept_heap = args.device == "cpu" and not args.plain_heap and keep_freed_memory()
-    recipe = get_recipe(args.recipe).with_overrides(model=args.model)
+    recipe = get_recipe(args.recipe).with_overrides(model=args.model,
+                                                    freeze_depthwise=False if args.train_depthwise else None)
     batch = args.batch or recipe.batch_size
     rows = []
     for size in args.sizes:
@@ -105,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         row["vs_fp32"] = row["images_per_second"] / fp32[row["size"]] if row["size"] in fp32 else None
     result = {"command": command, "recipe": recipe.name, "model": recipe.model, "batch": batch,
-              "frozen_early": recipe.freeze_early, "kept_heap": kept_heap, "rows": rows, "machine": machine()}
+              "frozen_early": recipe.freeze_early, "frozen_depthwise": recipe.freeze_depthwise,
+              "kept_heap": kept_heap, "rows": rows, "machine": machine()}
     text = table(["size", "variant", "warm-up s", "train img/s", "vs fp32"],
                  [[str(r["size"]), r["variant"], f"{r['warmup_seconds']:.1f}", f"{r['images_per_second']:.1f}",
                    "-" if r["vs_fp32"] is None else f"{r['vs_fp32']:.2f}x"] for r in rows])

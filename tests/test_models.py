@@ -122,16 +122,3 @@ def test_local_weights_file_is_used(monkeypatch, tmp_path):
 def test_seed_cnn_refuses_pretrained():
     with pytest.raises(ValueError, match="no pretrained weights"):
         create_model("seed_cnn", 4, pretrained=True)
-
-
-@pytest.mark.parametrize("name", [c.name for c in list_models() if c.early_layers])
-def test_freeze_early_layers_stops_their_gradients(name):
-    from mediscan.training.trainer import freeze_early_layers
-
-    model = create_model(name, 2)
-    frozen = freeze_early_layers(model, name)
-    assert 0 < frozen < count_parameters(model)
-    model(_input(name)).sum().backward()
-    first = model.get_submodule(model_config(name).early_layers[0])
-    assert all(p.grad is None for p in first.parameters())
-    assert any(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -45,7 +45,7 @@ def model_overrides(model: str, recipe: Recipe) -> tuple[dict, str | None]:
     config = model_config(model)
     settings, notes = {}, []
     if recipe.pretrained and not config.pretrained_source:
-        settings.update(pretrained=False, freeze_early=False)
+        settings["pretrained"] = False
         notes.append("no pretrained weights: trained from scratch")
     if config.fixed_input_size:
         settings["input_size"] = config.input_size

@@ -30,6 +30,7 @@ class Recipe:
     ordinal: bool = False  # labels are ordered grades: also report quadratic-weighted kappa
     pretrained: bool = False
     freeze_early: bool = False  # keep the model's early (generic) pretrained layers fixed
+    freeze_depthwise: bool = False  # keep pretrained depthwise filters > 3 x 3 fixed (training.freezing)
     epochs: int = 30
     batch_size: int = 64
     optimizer: str = "adamw"  # adamw | adam | sgd | adadelta
@@ -82,6 +83,8 @@ class Recipe:
             given.setdefault("tiny_lr", None)
         if "tta" in given:
             given.setdefault("tiny_tta", False)
+        if given.get("pretrained") is False:
+            given.update(freeze_early=False, freeze_depthwise=False)  # only pretrained weights are kept fixed
         if "patience" in given:
             given.setdefault("keep", "best")  # early stopping ships the best epoch, not the one it stopped at
         return replace(self, **given)
@@ -118,11 +121,12 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "cpu",
-            "for a laptop CPU: EfficientNet-Lite0 with ImageNet weights (offline), stem and "
-            "first two stages frozen, fine-tuned at 128 px (tiny images: 96 px) with the default "
+            "for a laptop CPU: EfficientNet-Lite0 with ImageNet weights (offline), stem, first two "
+            "stages and 5x5 depthwise filters frozen, fine-tuned at 128 px (tiny images: 96 px) with the default "
             "preprocessing and augmentation in a 10-minute budget that decides the epochs (at most 30); peak "
             "learning rate 4e-3 (tiny images: 2e-3, and flip TTA when flips keep the classes)",
-            model="efficientnet_lite0", pretrained=True, freeze_early=True, input_size=128, tiny_input_size=96,
+            model="efficientnet_lite0", pretrained=True, freeze_early=True, freeze_depthwise=True,
+            input_size=128, tiny_input_size=96,
             epochs=30, batch_size=48, lr=4e-3, tiny_lr=2e-3, tiny_tta=True, weight_decay=0.01, time_budget=600.0,
             lesions=0.35, balance=AUTO,
         ),

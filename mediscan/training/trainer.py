@@ -21,13 +21,14 @@ from mediscan.evaluation.calibration import fit_temperature
 from mediscan.forward import Outputs, batched_outputs, pick_device, uses_channels_last
 from mediscan.heap import keep_freed_memory
 from mediscan.lesion_synthesis import LesionConfig, LesionSynthesis, lesion_classes
-from mediscan.models import count_parameters, create_model, model_config
+from mediscan.models import count_parameters, create_model
 from mediscan.ood import MAX_FIT_IMAGES, fit_detector, head_layer_name
 from mediscan.progress import console, progress_bar
 from mediscan.run_folder import RunFolder
 from mediscan.training import distributed
 from mediscan.training.loop import BatchPipeline, Budget, image_source, train_one_epoch
 from mediscan.training.decision_prior import class_bias, draw_shares
+from mediscan.training.freezing import freeze_pretrained
 from mediscan.training.optim import (
     create_criterion,
     create_optimizer,
@@ -55,16 +56,6 @@ def lesion_synthesis_for(recipe: Recipe, classes: list[str], *, seed: int) -> Le
     if not recipe.lesions or recipe.augment != "mri" or pair is None:
         return None
     return LesionSynthesis(*pair, LesionConfig(probability=recipe.lesions), seed=seed)
-
-
-def freeze_early_layers(model: nn.Module, model_name: str) -> int:
-    """Stop gradients through the model's declared early layers; returns parameters frozen."""
-    frozen = 0
-    for layer in model_config(model_name).early_layers:
-        for parameter in model.get_submodule(layer).parameters():
-            parameter.requires_grad_(False)
-            frozen += parameter.numel()
-    return frozen
 
 
 def _evaluate_split(model: nn.Module, prepared: Prepared, name: str,
@@ -391,8 +382,7 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
         _announce_failures(prepared)
     prepared = _capped_validation(prepared, recipe, progress and dist_info.is_main)
     model = create_model(recipe.model, len(prepared.folder.classes), pretrained=recipe.pretrained)
-    if recipe.freeze_early:
-        freeze_early_layers(model, recipe.model)
+    freeze_pretrained(model, recipe)
     model = model.to(torch_device)
     if uses_channels_last(torch_device):
         model = model.to(memory_format=torch.channels_last)
