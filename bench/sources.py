@@ -11,6 +11,10 @@ four MRI contrasts; never trained on):
   within +-3 slices: cerebellum and vertex, so a harder check than normal brains);
 - AUROC of P(tumour) between the >= 1,500-pixel tumour slices and the tumour-free slices: how
   well the model separates them whatever the threshold;
+- specificity on healthy twins (bench/healthy_mirror.py: each slice whose tumour lies wholly on one
+  side of the midline, with that half replaced by the mirrored healthy half: mid-brain slices
+  without a tumour), and the AUROC of P(tumour) between those tumour slices and their twins, a
+  paired test of whether the model looks at the tumour;
 - the share of slices the run's out-of-distribution check flags as unlike its training images,
   and sensitivity and specificity on the slices it does not flag (what a user who heeds the flag
   is left with);
@@ -35,6 +39,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
 from bench_common import announce, emit, log, machine, table
+from healthy_mirror import mirrored_twin, twin_plan
 
 CONTRASTS = ("t1", "t1ce", "t2", "flair")
 LARGE_TUMOUR = 1500  # pixels: the issue's ">= 1,500-pixel slices"
@@ -78,6 +83,32 @@ def tumour_probability(classifier, paths: list[Path], normal: str) -> tuple[np.n
             np.array([bool(p.outside) for p in batch.predictions]))
 
 
+def healthy_twins(brats: Path, names: list[str]) -> dict[str, tuple[str, int]]:
+    """{slice: (tumour side, midline)} for the slices that get a healthy twin (the same in every contrast)."""
+    from mediscan.data.readers import read_image
+
+    brains = {n: np.logical_or.reduce([read_image(brats / c / n) > 0 for c in CONTRASTS]) for n in names}
+    return twin_plan(brains, {n: read_image(brats / "mask" / n) for n in names})
+
+
+def twin_columns(classifier, folder: Path, twins: dict[str, tuple[str, int]], p_tumour: dict[str, float],
+                 normal: str) -> dict:
+    """Specificity on the healthy twins of one contrast, and the AUROC of the tumour slices against them."""
+    from mediscan.data.readers import read_image
+
+    names = sorted(twins)
+    p_twin = []
+    for start in range(0, len(names), 64):
+        chunk = names[start:start + 64]
+        images = [mirrored_twin(read_image(folder / n), *twins[n]) for n in chunk]
+        p_twin += [1.0 - p.probabilities[normal] for p in classifier.predict_arrays(images, chunk)]
+    p_twin = np.array(p_twin)
+    paired = np.array([p_tumour[n] for n in names])
+    auc = roc_auc_score(np.r_[np.ones(len(names)), np.zeros(len(names))], np.r_[paired, p_twin]) if names else None
+    return {"specificity_twin": proportion(int((p_twin < 0.5).sum()), len(names)),
+            "auroc_tumour_vs_twin": None if auc is None else float(auc)}
+
+
 def cam_hit(classifier, path: Path, mask_path: Path, normal: str) -> bool:
     """Does the CAM of the most probable tumour class peak inside the tumour mask?"""
     from mediscan.data.readers import read_image
@@ -96,8 +127,9 @@ def cam_hit(classifier, path: Path, mask_path: Path, normal: str) -> bool:
 
 
 def score_contrast(classifier, brats: Path, contrast: str, pixels: dict[str, int], normal: str,
-                   cam_n: int) -> dict:
-    """Sensitivity (all, large), specificity and CAM pointing for one contrast."""
+                   cam_n: int, twins: dict[str, tuple[str, int]]) -> dict:
+    """Sensitivity (all, large), specificity (tumour-free slices, healthy twins) and CAM pointing for one
+    contrast."""
     names = sorted(pixels)
     p_tumour, outside = tumour_probability(classifier, [brats / contrast / n for n in names], normal)
     called = p_tumour >= 0.5
@@ -114,7 +146,8 @@ def score_contrast(classifier, brats: Path, contrast: str, pixels: dict[str, int
            "flagged": proportion(int(outside.sum() + free_outside.sum()), len(names) + len(free)),
            "sensitivity_large_unflagged": proportion(int(called[answered].sum()), int(answered.sum())),
            "specificity_unflagged": proportion(int((~free_called[free_answered]).sum()),
-                                               int(free_answered.sum()))}
+                                               int(free_answered.sum())),
+           **twin_columns(classifier, brats / contrast, twins, dict(zip(names, p_tumour)), normal)}
     if cam_n:
         picked = [n for n, big in zip(names, large) if big][::max(1, int(large.sum()) // cam_n)][:cam_n]
         hits = sum(cam_hit(classifier, brats / contrast / n, brats / "mask" / n, normal) for n in picked)
@@ -139,7 +172,7 @@ def top_shortcut(run: Path) -> str | None:
     return findings[0].get("sentence") if findings else "none flagged"
 
 
-def score_run(run: Path, args: argparse.Namespace) -> dict:
+def score_run(run: Path, args: argparse.Namespace, twins: dict[str, tuple[str, int]]) -> dict:
     """Every column for one run."""
     from mediscan.predict import Classifier
 
@@ -151,7 +184,7 @@ def score_run(run: Path, args: argparse.Namespace) -> dict:
     for contrast in CONTRASTS:
         log(f"{run.name}: {contrast}")
         contrasts[contrast] = score_contrast(classifier, args.brats, contrast, pixels, args.normal,
-                                             args.cam_n)
+                                             args.cam_n, twins)
     return {"run": str(run), "test_accuracy": own_test_accuracy(run), "contrasts": contrasts,
             "top_shortcut": top_shortcut(run), "recipe": classifier.meta.get("recipe", {}).get("name")}
 
@@ -163,15 +196,22 @@ def pct(entry: dict | None) -> str:
     return f"{100 * entry['value']:.1f} ({100 * entry['ci'][0]:.1f}-{100 * entry['ci'][1]:.1f})"
 
 
+def auroc(value: float | None) -> str:
+    """'0.731', '-' when there was nothing to compare."""
+    return "-" if value is None else f"{value:.3f}"
+
+
 def run_table(result: dict) -> str:
     """One row per contrast."""
     rows = [[c, pct(r["sensitivity"]), pct(r["sensitivity_large"]), pct(r["specificity"]),
-             f"{r['auroc_large_vs_free']:.3f}", pct(r["flagged"]), pct(r["sensitivity_large_unflagged"]),
-             pct(r["specificity_unflagged"]), pct(r.get("cam_pointing"))]
+             auroc(r['auroc_large_vs_free']), pct(r["flagged"]), pct(r["sensitivity_large_unflagged"]),
+             pct(r["specificity_unflagged"]), pct(r["specificity_twin"]), auroc(r["auroc_tumour_vs_twin"]),
+             pct(r.get("cam_pointing"))]
             for c, r in result["contrasts"].items()]
     columns = ["contrast", "sensitivity % (all 600)", f"sensitivity % (>= {LARGE_TUMOUR} px)",
                "specificity % (tumour-free)", "AUROC (large vs free)", "flagged unfamiliar %",
-               "sensitivity % (large, unflagged)", "specificity % (unflagged)", "CAM peak in tumour %"]
+               "sensitivity % (large, unflagged)", "specificity % (unflagged)", "specificity % (healthy twin)",
+               "AUROC (tumour vs twin)", "CAM peak in tumour %"]
     return table(columns, rows)
 
 
@@ -180,18 +220,21 @@ def summary_row(result: dict) -> list[str]:
     rows = result["contrasts"].values()
     worst_sens = min(r["sensitivity_large"]["value"] for r in rows)
     worst_spec = min(r["specificity"]["value"] for r in rows)
+    twin_specs = [r["specificity_twin"]["value"] for r in rows if r["specificity_twin"]["n"]]
     acc = result["test_accuracy"]
     return [Path(result["run"]).name, "-" if not acc else f"{100 * acc['value']:.1f}",
-            f"{100 * worst_sens:.1f}", f"{100 * worst_spec:.1f}", result["top_shortcut"] or "-"]
+            f"{100 * worst_sens:.1f}", f"{100 * worst_spec:.1f}",
+            f"{100 * min(twin_specs):.1f}" if twin_specs else "-", result["top_shortcut"] or "-"]
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     command = announce(args.json)
-    results = [score_run(run, args) for run in args.runs]
+    twins = healthy_twins(args.brats, sorted(tumour_pixels(args.brats)))
+    results = [score_run(run, args, twins) for run in args.runs]
     text = "\n\n".join(f"{Path(r['run']).name} (recipe {r['recipe']})\n{run_table(r)}" for r in results)
     summary = table(["run", "own test acc %", f"worst sens % (>= {LARGE_TUMOUR} px)", "worst spec %",
-                     "top shortcut"], [summary_row(r) for r in results])
+                     "worst twin spec %", "top shortcut"], [summary_row(r) for r in results])
     emit({"command": command, "machine": machine(), "runs": results}, json_only=args.json,
          text=f"{text}\n\n{summary}")
 

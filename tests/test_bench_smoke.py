@@ -262,7 +262,10 @@ def fake_brats(root: Path, n: int = 6, free: int = 3) -> Path:
     for i in range(n):
         name = f"case_z{i:03d}.png"
         mask = np.zeros((64, 64), np.uint8)
-        mask[20:36, 20:36 + 2 * i] = 2
+        if i % 3 == 0:
+            mask[20:36, 24:40] = 2  # across the midline: no healthy twin
+        else:
+            mask[20:36, 4:16 + i] = 2
         for contrast in ("t1", "t1ce", "t2", "flair", "mask"):
             (root / contrast).mkdir(parents=True, exist_ok=True)
             image = mask if contrast == "mask" else rng.integers(0, 255, (64, 64), dtype=np.uint8)
@@ -291,8 +294,9 @@ def test_sources_counts_every_contrast_and_scores_the_cam(tiny_run, env, tmp_pat
         flagged = round(row["flagged"]["value"] * 9)
         assert row["flagged"]["n"] == 9 and row["specificity_unflagged"]["n"] <= 3
         assert row["sensitivity_large_unflagged"]["n"] + row["specificity_unflagged"]["n"] >= 6 - flagged
+        assert row["specificity_twin"]["n"] == 4 and 0 <= row["auroc_tumour_vs_twin"] <= 1
     assert "sensitivity % (>= 1500 px)" in done.stdout and "AUROC (large vs free)" in done.stdout
-    assert "flagged unfamiliar %" in done.stdout
+    assert "flagged unfamiliar %" in done.stdout and "specificity % (healthy twin)" in done.stdout
 
 
 def test_train_step_times_each_variant_against_fp32(env):

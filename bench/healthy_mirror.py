@@ -1,0 +1,58 @@
+"""Tumour-free twins of BraTS slices: the tumour's half of the brain replaced by the mirror image of
+the healthy half.
+
+BraTS volumes are registered to an atlas with the head upright, so the brain's midline is close to
+the centre of its bounding box. Where a tumour (grown by a margin) lies wholly on one side of it,
+mirroring the other side over it gives a slice at the same level, from the same scanner and with the
+same intensity scaling, without the tumour: a specificity check on mid-brain slices, which the
+data set's own tumour-free slices (cerebellum and vertex) are not. Perfect symmetry is the twin's
+one artefact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+MARGIN = 5  # pixels the tumour mask is grown by before it must clear the midline
+
+
+def midline(brain: np.ndarray) -> int | None:
+    """The column of the brain's midline (the centre of its bounding box); None for an empty mask."""
+    columns = np.flatnonzero(brain.any(axis=0))
+    return None if columns.size == 0 else int(round((columns[0] + columns[-1]) / 2))
+
+
+def tumour_side(mask: np.ndarray, centre: int, margin: int = MARGIN) -> str | None:
+    """"left" or "right" (image columns below or above `centre`) when the grown tumour mask stays on
+    one side; None when it crosses the midline or is empty."""
+    grown = ndimage.binary_dilation(mask > 0, iterations=margin)
+    columns = np.flatnonzero(grown.any(axis=0))
+    if columns.size == 0:
+        return None
+    if columns[-1] < centre:
+        return "left"
+    return "right" if columns[0] >= centre else None
+
+
+def mirrored_twin(image: np.ndarray, side: str, centre: int) -> np.ndarray:
+    """`image` with the columns on `side` of `centre` replaced by the mirrored other side."""
+    twin = image.copy()
+    half = min(centre, image.shape[1] - centre)
+    if side == "left":
+        twin[:, centre - half:centre] = image[:, centre:centre + half][:, ::-1]
+    else:
+        twin[:, centre:centre + half] = image[:, centre - half:centre][:, ::-1]
+    return twin
+
+
+def twin_plan(brains: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> dict[str, tuple[str, int]]:
+    """{slice name: (tumour side, midline column)} for the slices whose tumour clears the midline;
+    `brains` are 0/1 brain masks (the union over contrasts), so every contrast gets the same twins."""
+    plan = {}
+    for name, brain in brains.items():
+        centre = midline(brain)
+        side = None if centre is None else tumour_side(masks[name], centre)
+        if side is not None:
+            plan[name] = (side, centre)
+    return plan
