@@ -89,14 +89,14 @@ def render(result: dict) -> str:
 
 def run(args: argparse.Namespace) -> dict:
     """Train with the official splits and collect the test figures."""
-    from mediscan.run_folder import RunFolder
+    from mediscan.run_folder import RunFolder, new_run_folder
     from mediscan.training.trainer import train
 
     started = time.perf_counter()
     given = (("epochs", args.epochs), ("input_size", args.input_size), ("seed", args.seed), ("ema", args.ema),
              ("lr", args.lr), ("model", args.model))
     overrides = {k: v for k, v in given if v is not None}
-    out = args.out or Path("runs") / f"medmnist-{args.npz.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or new_run_folder(f"medmnist-{args.npz.stem}-")
     run_dir = train(args.npz, recipe=args.recipe, out=out, device=args.device, progress=not args.json,
                     workers=args.workers, time_budget=parse_budget(args.time_budget), **overrides)
     run = RunFolder(run_dir)

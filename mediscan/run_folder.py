@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -27,6 +30,25 @@ OOD_FILE = "ood.safetensors"
 ONNX_FILE = "model.onnx"
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 RETRAIN = "train again, or restore the run folder from a backup"
+RUNS = Path("runs")  # where a run goes when no folder is named
+
+
+def new_run_folder(prefix: str = "", parent: Path = RUNS) -> Path:
+    """Create PARENT/PREFIX<date-time> and return it; -2, -3, ... are appended when a run started in
+    the same second holds the name, so two trainings never write into one folder. Processes of one
+    torchrun job cannot agree on a new name: they must be given one."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("the processes of a torchrun job need one run folder named for all of them: "
+                         "pass --out RUN")
+    stamp = prefix + time.strftime("%Y%m%d-%H%M%S")
+    parent.mkdir(parents=True, exist_ok=True)
+    for number in itertools.count(1):
+        path = parent / (stamp if number == 1 else f"{stamp}-{number}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
 
 
 class RunFile:

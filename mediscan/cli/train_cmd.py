@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -101,7 +100,7 @@ def train(
     model: Optional[str] = typer.Option(None, help="Model name (see `mediscan models`)."),
     recipe: Optional[str] = typer.Option(
         None, help="Named recipe, e.g. default (GPU), cpu, tutorial-cnn; default: the one for this device."),
-    out: Optional[Path] = typer.Option(None, help="Run folder to write (default runs/<time>)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder to write (default: a new runs/<date-time>)."),
     epochs: Optional[int] = typer.Option(None, help="Override the recipe's epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Override the batch size."),
     lr: Optional[float] = typer.Option(None, help="Override the peak learning rate."),
@@ -129,19 +128,21 @@ def train(
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
     """Train a classifier and write a self-describing run folder."""
+    from mediscan.run_folder import new_run_folder
     from mediscan.training.trainer import train as train_run
 
     if resume and out is None:
         raise typer.BadParameter("--resume needs --out RUN (the run folder to continue)")
-    out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")  # named here for the resume hint
-    with user_errors(), _resume_hint(data, out):
-        run_dir = train_run(
-            data, recipe=recipe, out=out, device=device, resume=resume, progress=progress,
-            workers=workers, compile_model=compile_model, model=model, epochs=epochs,
-            batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
-            patience=patience, keep=keep, time_budget=parse_duration(time_budget), balance=balance, prior=prior,
-            tta=tta, flip=flip, ema=ema, crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions,
-            progressive=progressive)
+    with user_errors():
+        out = out or new_run_folder()  # named here for the resume hint
+        with _resume_hint(data, out):
+            run_dir = train_run(
+                data, recipe=recipe, out=out, device=device, resume=resume, progress=progress,
+                workers=workers, compile_model=compile_model, model=model, epochs=epochs,
+                batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
+                patience=patience, keep=keep, time_budget=parse_duration(time_budget), balance=balance,
+                prior=prior, tta=tta, flip=flip, ema=ema, crop_foreground=crop, channels=channels,
+                ordinal=ordinal, lesions=lesions, progressive=progressive)
     if not is_main_process():
         return
     summary = _headline(run_dir)

@@ -24,7 +24,7 @@ from mediscan.lesion_synthesis import LesionConfig, LesionSynthesis, lesion_clas
 from mediscan.models import count_parameters, create_model
 from mediscan.ood import MAX_FIT_IMAGES, fit_detector, head_layer_name
 from mediscan.progress import console, progress_bar
-from mediscan.run_folder import RunFolder
+from mediscan.run_folder import RunFolder, new_run_folder
 from mediscan.training import distributed
 from mediscan.training.loop import BatchPipeline, Budget, image_source, train_one_epoch
 from mediscan.training.decision_prior import class_bias, draw_shares
@@ -355,7 +355,7 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
     No recipe: the one for this device (`default_recipe_for`). A time budget (the recipe's or
     `time_budget=`) bounds the whole call, decoding and evaluation included. `split_from`
     reuses another run's split.json (identical splits for comparisons)."""
-    run_dir = Path(out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    run_dir = Path(out) if out else new_run_folder()
     run_dir.mkdir(parents=True, exist_ok=True)
     run = RunFolder(run_dir)
     started = time.perf_counter()
