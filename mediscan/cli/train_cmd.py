@@ -128,25 +128,31 @@ def train(
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
     """Train a classifier and write a self-describing run folder."""
-    from mediscan.run_folder import new_run_folder
     from mediscan.training.trainer import train as train_run
 
     if resume and out is None:
         raise typer.BadParameter("--resume needs --out RUN (the run folder to continue)")
-    with user_errors():
-        out = out or new_run_folder()  # named here for the resume hint
-        with _resume_hint(data, out):
-            run_dir = train_run(
-                data, recipe=recipe, out=out, device=device, resume=resume, progress=progress,
-                workers=workers, compile_model=compile_model, model=model, epochs=epochs,
-                batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
-                patience=patience, keep=keep, time_budget=parse_duration(time_budget), balance=balance,
-                prior=prior, tta=tta, flip=flip, ema=ema, crop_foreground=crop, channels=channels,
-                ordinal=ordinal, lesions=lesions, progressive=progressive)
+    out = out or _new_run_folder()  # named here for the resume hint
+    with user_errors(), _resume_hint(data, out):
+        run_dir = train_run(
+            data, recipe=recipe, out=out, device=device, resume=resume, progress=progress,
+            workers=workers, compile_model=compile_model, model=model, epochs=epochs,
+            batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
+            patience=patience, keep=keep, time_budget=parse_duration(time_budget), balance=balance, prior=prior,
+            tta=tta, flip=flip, ema=ema, crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions,
+            progressive=progressive)
     if not is_main_process():
         return
     summary = _headline(run_dir)
     emit_json(summary) if json_out else _print_headline(summary)
+
+
+def _new_run_folder() -> Path:
+    """A new default run folder (torchrun without --out: a usage error)."""
+    from mediscan.run_folder import new_run_folder
+
+    with user_errors():
+        return new_run_folder()
 
 
 @contextmanager
