@@ -104,9 +104,9 @@ def twin_columns(classifier, folder: Path, twins: dict[str, tuple[str, int]], p_
         p_twin += [1.0 - p.probabilities[normal] for p in classifier.predict_arrays(images, chunk)]
     p_twin = np.array(p_twin)
     paired = np.array([p_tumour[n] for n in names])
-    auc = roc_auc_score(np.r_[np.ones(len(names)), np.zeros(len(names))], np.r_[paired, p_twin]) if names else None
+    labels = np.r_[np.ones(len(names)), np.zeros(len(names))]
     return {"specificity_twin": proportion(int((p_twin < 0.5).sum()), len(names)),
-            "auroc_tumour_vs_twin": None if auc is None else float(auc)}
+            "auroc_tumour_vs_twin": float(roc_auc_score(labels, np.r_[paired, p_twin])) if names else None}
 
 
 def cam_hit(classifier, path: Path, mask_path: Path, normal: str) -> bool:
@@ -204,7 +204,7 @@ def auroc(value: float | None) -> str:
 def run_table(result: dict) -> str:
     """One row per contrast."""
     rows = [[c, pct(r["sensitivity"]), pct(r["sensitivity_large"]), pct(r["specificity"]),
-             auroc(r['auroc_large_vs_free']), pct(r["flagged"]), pct(r["sensitivity_large_unflagged"]),
+             auroc(r["auroc_large_vs_free"]), pct(r["flagged"]), pct(r["sensitivity_large_unflagged"]),
              pct(r["specificity_unflagged"]), pct(r["specificity_twin"]), auroc(r["auroc_tumour_vs_twin"]),
              pct(r.get("cam_pointing"))]
             for c, r in result["contrasts"].items()]
