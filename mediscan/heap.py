@@ -1,11 +1,13 @@
 """The process's C heap under glibc's malloc: keep freed memory for reuse, or give it back.
 
-Training on a CPU allocates and frees tens of megabytes of activations every step. glibc returns
-a freed block above its mmap threshold (and the freed top of the heap above its trim threshold)
-to the kernel at once, so every step faults the same pages in again: about a sixth of a training
-step's time on two cores (docs/measurements.md). `keep_freed_memory` raises both thresholds for
-the process, for up to 1 GiB more resident memory. The server does the opposite after a large
-upload (`serve.uploads.trim_heap`). Elsewhere than glibc, each call does nothing.
+Training on a CPU allocates and frees tens of megabytes of activations every step, and PyTorch
+inference every batch. glibc returns a freed block above its mmap threshold (and the freed top of
+the heap above its trim threshold) to the kernel at once, so every step faults the same pages in
+again: about a sixth of a training step's time on two cores, over a third of an inference batch's
+(docs/measurements.md). `keep_freed_memory` raises both thresholds for the process, for up to
+1 GiB more resident memory; training and `Classifier.load` on a CPU call it. The server also gives
+free pages back after a large upload (`serve.uploads.trim_heap`). Elsewhere than glibc, each call
+does nothing.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from mediscan.data.folders import Skipped
 from mediscan.data.readers import ImageReadError, looks_like_image, not_a_regular_file, read_image
 from mediscan.evaluation.calibration import apply_temperature
 from mediscan.forward import Outputs, batched_outputs, pick_device
+from mediscan.heap import keep_freed_memory
 from mediscan.onnx_backend import ExportError, OnnxBackend
 from mediscan.ood import VERDICT, OodDetector, load_detector
 from mediscan.run_folder import RunFolder
@@ -124,6 +125,8 @@ class Classifier:
         if backend not in ("torch", "auto"):
             raise ValueError(f"unknown backend {backend!r}; choose torch, onnx or auto")
         model, meta = load_bundle(run_dir, device=pick_device(device))
+        if pick_device(device).type == "cpu":
+            keep_freed_memory()  # PyTorch's activations are reused batch after batch (mediscan.heap)
         return cls(model, meta, device=device, abstain_below=abstain_below,
                    ood=load_detector(run_dir, meta))
 

@@ -1,4 +1,5 @@
-"""The C heap setting for CPU training: freed training-sized blocks are reused instead of faulted in again."""
+"""The C heap setting for CPU training and PyTorch inference: freed activation-sized blocks are reused instead of
+faulted in again."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ import sys
 
 import pytest
 
+from mediscan.bundle import save_bundle
 from mediscan.heap import keep_freed_memory
+from mediscan.models import create_model, model_config
+from mediscan.transforms import Preprocess
 
 PROGRAM = """
 import json, resource, sys, torch
 from mediscan.heap import keep_freed_memory
-applied = keep_freed_memory() if sys.argv[1] == "keep" else False
+from mediscan.predict import Classifier
+mode = sys.argv[1]
+applied = keep_freed_memory() if mode == "keep" else False
+if mode.startswith("classifier="):
+    Classifier.load(mode.split("=", 1)[1], device="cpu")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(40):
     block = torch.empty(64 << 20, dtype=torch.uint8)
@@ -36,6 +44,16 @@ def test_freed_blocks_are_reused_not_faulted_in_again():
     pages = 40 * (64 << 20) // os.sysconf("SC_PAGE_SIZE")
     assert plain["faults"] > 0.8 * pages  # every 64 MiB block comes fresh from the kernel
     assert kept["faults"] < 0.3 * pages  # a few blocks' pages until the heap settles, then reuse
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+def test_a_classifier_on_the_cpu_keeps_freed_memory(tmp_path):
+    cfg = model_config("seed_cnn")
+    save_bundle(tmp_path, create_model("seed_cnn", 2), {"model": "seed_cnn", "classes": ["a", "b"],
+                "preprocess": Preprocess(size=32).to_dict(), "mean": list(cfg.mean), "std": list(cfg.std),
+                "temperature": 1.0})
+    loaded = _faults(f"classifier={tmp_path}")
+    assert loaded["faults"] < 0.3 * 40 * (64 << 20) // os.sysconf("SC_PAGE_SIZE")
 
 
 def test_a_users_own_malloc_setting_wins(monkeypatch):
