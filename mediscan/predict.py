@@ -81,8 +81,8 @@ def expand_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skippe
 
 def current_onnx(run: RunFolder, device: str | None = None) -> OnnxBackend | None:
     """An ONNX Runtime session over the run's model.onnx where it beats PyTorch: on a CPU (1.3x eager
-    PyTorch at 128 px on 2 cores, 1.3x on one), with the graph exported from the bundle as it is now. None otherwise: no
-    file, another device, or a graph older than model.json."""
+    PyTorch at 128 px on 2 cores and on one), with the graph exported from the bundle as it is now.
+    None otherwise: no file, another device, or a graph older than model.json."""
     if pick_device(device).type != "cpu" or not run.onnx_file.is_file():
         return None
     try:
