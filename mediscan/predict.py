@@ -124,8 +124,9 @@ class Classifier:
                        onnx=onnx or OnnxBackend(run.onnx_file))
         if backend not in ("torch", "auto"):
             raise ValueError(f"unknown backend {backend!r}; choose torch, onnx or auto")
-        model, meta = load_bundle(run_dir, device=pick_device(device))
-        if pick_device(device).type == "cpu":
+        target = pick_device(device)
+        model, meta = load_bundle(run_dir, device=target)
+        if target.type == "cpu":
             keep_freed_memory()  # PyTorch's activations are reused batch after batch (mediscan.heap)
         return cls(model, meta, device=device, abstain_below=abstain_below,
                    ood=load_detector(run_dir, meta))

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers_bundles import minimal_meta
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -14,15 +15,7 @@ from mediscan.bundle import (
     save_bundle,
     save_checkpoint,
 )
-from mediscan.models import create_model, model_config
-from mediscan.transforms import Preprocess
-
-
-def minimal_meta(model: str, classes: list[str], size: int = 64) -> dict:
-    """The model.json keys loading needs."""
-    cfg = model_config(model)
-    return {"model": model, "classes": classes, "preprocess": Preprocess(size=size).to_dict(),
-            "mean": list(cfg.mean), "std": list(cfg.std), "temperature": 1.0}
+from mediscan.models import create_model
 
 
 def test_bundle_round_trip_is_exact_and_pickle_free(tmp_path):

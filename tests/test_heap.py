@@ -9,11 +9,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers_bundles import minimal_meta
 
 from mediscan.bundle import save_bundle
 from mediscan.heap import keep_freed_memory
-from mediscan.models import create_model, model_config
-from mediscan.transforms import Preprocess
+from mediscan.models import create_model
 
 PROGRAM = """
 import json, resource, sys, torch
@@ -32,6 +32,11 @@ print(json.dumps({"applied": applied, "faults": resource.getrusage(resource.RUSA
 """
 
 
+def _block_pages() -> int:
+    """Pages in PROGRAM's 40 blocks of 64 MiB."""
+    return 40 * (64 << 20) // os.sysconf("SC_PAGE_SIZE")
+
+
 def _faults(mode: str) -> dict:
     done = subprocess.run([sys.executable, "-c", PROGRAM, mode], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -41,19 +46,16 @@ def _faults(mode: str) -> dict:
 def test_freed_blocks_are_reused_not_faulted_in_again():
     plain, kept = _faults("plain"), _faults("keep")
     assert kept["applied"] is True
-    pages = 40 * (64 << 20) // os.sysconf("SC_PAGE_SIZE")
+    pages = _block_pages()
     assert plain["faults"] > 0.8 * pages  # every 64 MiB block comes fresh from the kernel
     assert kept["faults"] < 0.3 * pages  # a few blocks' pages until the heap settles, then reuse
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
 def test_a_classifier_on_the_cpu_keeps_freed_memory(tmp_path):
-    cfg = model_config("seed_cnn")
-    save_bundle(tmp_path, create_model("seed_cnn", 2), {"model": "seed_cnn", "classes": ["a", "b"],
-                "preprocess": Preprocess(size=32).to_dict(), "mean": list(cfg.mean), "std": list(cfg.std),
-                "temperature": 1.0})
+    save_bundle(tmp_path, create_model("seed_cnn", 2), minimal_meta("seed_cnn", ["a", "b"], 32))
     loaded = _faults(f"classifier={tmp_path}")
-    assert loaded["faults"] < 0.3 * 40 * (64 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert loaded["faults"] < 0.3 * _block_pages()
 
 
 def test_a_users_own_malloc_setting_wins(monkeypatch):
