@@ -210,12 +210,17 @@ class Preprocess:
     fit: str = "pad"
     crop_foreground: bool = False
     clip_percentiles: tuple[float, float] | None = None
+    # the third channel mirrored left-right: each pixel beside its counterpart in the other half of
+    # a centred head, so an asymmetry (a tumour in one hemisphere) is visible to the first layer
+    mirror_channel: bool = False
 
     def __post_init__(self) -> None:
         if self.fit not in FITS:
             raise ValueError(f"fit must be one of {FITS}, got {self.fit!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
+        if self.mirror_channel and self.channels != 3:
+            raise ValueError(f"mirror_channel needs 3 channels (the third is the mirror), got {self.channels}")
         if not isinstance(self.size, (int, float)) or isinstance(self.size, bool) \
                 or not MIN_SIZE <= self.size <= MAX_SIZE or int(self.size) != self.size:
             raise ValueError(f"size must be an integer from {MIN_SIZE} to {MAX_SIZE}, got {self.size!r}")
@@ -240,15 +245,21 @@ class Preprocess:
             if self.clip_percentiles is not None:
                 img = _clip(img, grey, None if found is None else found.threshold, *self.clip_percentiles)
         img = resize(img, self.size, self.fit)
+        if self.mirror_channel:
+            grey = to_grey(img)
+            return np.ascontiguousarray(np.stack([grey, grey, grey[:, ::-1]]))
         if img.ndim == 2:
             return np.ascontiguousarray(np.broadcast_to(img, (self.channels, *img.shape)))
         return np.ascontiguousarray(img.transpose(2, 0, 1))
 
     def to_dict(self) -> dict:
-        """Plain JSON-able settings (for model.json)."""
+        """Plain JSON-able settings (for model.json); mirror_channel only when on, so that settings
+        from before it existed keep their cache keys."""
         data = asdict(self)
         if self.clip_percentiles is not None:
             data["clip_percentiles"] = list(self.clip_percentiles)
+        if not self.mirror_channel:
+            del data["mirror_channel"]
         return data
 
     @classmethod

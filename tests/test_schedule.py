@@ -60,6 +60,25 @@ def test_pipeline_shrinks_batches_by_the_schedule():
     assert pipeline.batch(torch.arange(4), progress=0.9)[0].shape[-2:] == (64, 64)
 
 
+def test_pipeline_redraws_the_mirror_channel_after_painting_lesions():
+    import torch
+
+    from mediscan.training.loop import BatchPipeline
+
+    def paint(x, y):  # a "lesion" in the left half of every image, as LesionSynthesis paints all channels
+        x = x.clone()
+        x[:, :, 8:16, 2:10] = 1.0
+        return x, torch.ones_like(y)
+
+    images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    pipeline = BatchPipeline(images=images, labels=torch.zeros(2).long(), mean=torch.zeros(1, 3, 1, 1),
+                             std=torch.ones(1, 3, 1, 1), device=torch.device("cpu"), lesions=paint,
+                             mirror_channel=True)
+    x, y = pipeline.batch(torch.arange(2))
+    assert torch.equal(x[:, 2], x[:, 0].flip(-1)) and y.tolist() == [1, 1]
+    assert x[:, 0, 8:16, 2:10].min() == 1 and x[:, 2, 8:16, 2:10].max() == 0  # the lesion has no twin
+
+
 def test_budget_expects_the_steps_its_seconds_fit_at_the_pace_so_far():
     budget = Budget(total_steps=300, seconds=100.0, started=time.perf_counter() - 10.0)
     assert budget.expected_steps() == 300  # no step yet: nothing measured

@@ -182,6 +182,19 @@ def test_source_balanced_sampling_trains_and_is_recorded(data_dir, tmp_path, cap
     assert len(list(csv.DictReader(open(run / "history.csv")))) == 1
 
 
+def test_mirror_channel_is_recorded_and_used_by_the_classifier(data_dir, tmp_path):
+    options = dict(device="cpu", progress=False, workers=1, cache_dir=tmp_path / "c", evaluate=False,
+                   **{**FAST, "epochs": 1})
+    run = train(data_dir, recipe="default", out=tmp_path / "mirror", mirror_channel=True, **options)
+    assert json.loads((run / "model.json").read_text())["preprocess"]["mirror_channel"] is True
+    classifier = Classifier.load(run, backend="torch")
+    image = shape_image("circle", np.random.default_rng(3))
+    x = classifier.preprocess(image)
+    assert np.array_equal(x[2], x[0][:, ::-1])
+    [prediction] = classifier.predict(image)
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
 def _external_yes_no(root):
     """A tumour/no-tumour style folder from 'another source': mixed sizes and image modes."""
     rng = np.random.default_rng(7)

@@ -160,6 +160,26 @@ def test_dict_round_trip_and_key():
         Preprocess.from_dict({"size": 48, "colour": "red"})
 
 
+def test_mirror_channel_puts_each_pixel_beside_its_left_right_counterpart():
+    img = np.zeros((40, 40), dtype=np.uint8)
+    img[10:20, 4:12] = 200  # a bright blob in the left half only
+    out = Preprocess(40, mirror_channel=True)(img)
+    assert out.shape == (3, 40, 40)
+    assert np.array_equal(out[0], out[1]) and np.array_equal(out[2], out[0][:, ::-1])
+    assert out[0][10:20, 4:12].min() == 200 and out[2][10:20, 4:12].max() == 0  # asymmetric: the channels differ
+    rgb = np.stack([img, img // 2, img // 4], axis=-1)
+    assert np.array_equal(Preprocess(40, mirror_channel=True)(rgb)[0], Preprocess(40, channels=1)(rgb)[0])
+
+
+def test_mirror_channel_round_trips_and_leaves_older_settings_keys_alone():
+    mirrored = Preprocess(48, mirror_channel=True)
+    assert Preprocess.from_dict(json.loads(json.dumps(mirrored.to_dict()))) == mirrored
+    assert mirrored.key() != Preprocess(48).key()
+    assert "mirror_channel" not in Preprocess(48).to_dict()  # bundles and caches from before it: same keys
+    with pytest.raises(ValueError, match="mirror_channel needs 3 channels"):
+        Preprocess(48, channels=1, mirror_channel=True)
+
+
 def test_invalid_settings_are_refused():
     with pytest.raises(ValueError, match="fit"):
         Preprocess(32, fit="crop")

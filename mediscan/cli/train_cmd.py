@@ -86,6 +86,9 @@ FLIP_HELP = "Flips in augmentation and TTA (default: off when a mirror turns one
 LESIONS_HELP = "Brain MRI: share of the normal training images given a synthetic lesion (tumour; 0: off)."
 CROP_HELP = "Crop to the object on a dark background (default: chosen from the data)."
 ORDINAL_HELP = "Labels are ordered grades: also report quadratic-weighted kappa."
+MIRROR_HELP = ("Grey images: the third input channel is the image mirrored left-right, so that the model sees "
+               "each pixel beside its counterpart in the other hemisphere (asymmetry; opt-in, see the source "
+               "ablation).")
 KEEP_HELP = ("Weights to ship: last (the epoch the schedule annealed to, default) or best (highest validation "
              "accuracy, the seed tutorials').")
 BALANCE_HELP = ("How training draws images: none | weights | sampler (classes equally) | sources (classes x "
@@ -115,6 +118,7 @@ def train(
     crop: Optional[bool] = typer.Option(None, "--crop/--no-crop", help=CROP_HELP),
     channels: Optional[int] = typer.Option(None, help="1 or 3 input channels (default: the model's)."),
     ordinal: Optional[bool] = typer.Option(None, "--ordinal/--no-ordinal", help=ORDINAL_HELP),
+    mirror_channel: Optional[bool] = typer.Option(None, "--mirror-channel/--no-mirror-channel", help=MIRROR_HELP),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (h-flip)."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help=FLIP_HELP),
     ema: Optional[float] = typer.Option(None, help=EMA_HELP),
@@ -135,16 +139,15 @@ def train(
     out = out or _new_run_folder()  # named here for the resume hint
     with user_errors(), _resume_hint(data, out):
         run_dir = train_run(
-            data, recipe=recipe, out=out, device=device, resume=resume, progress=progress,
-            workers=workers, compile_model=compile_model, model=model, epochs=epochs,
-            batch_size=batch_size, lr=lr, input_size=input_size, pretrained=pretrained, seed=seed,
-            patience=patience, keep=keep, time_budget=parse_duration(time_budget), balance=balance, prior=prior,
-            tta=tta, flip=flip, ema=ema, crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions,
-            progressive=progressive)
-    if not is_main_process():
-        return
-    summary = _headline(run_dir)
-    emit_json(summary) if json_out else _print_headline(summary)
+            data, recipe=recipe, out=out, device=device, resume=resume, progress=progress, workers=workers,
+            compile_model=compile_model, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+            input_size=input_size, pretrained=pretrained, seed=seed, patience=patience, keep=keep,
+            time_budget=parse_duration(time_budget), balance=balance, prior=prior, tta=tta, flip=flip, ema=ema,
+            crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions, progressive=progressive,
+            mirror_channel=mirror_channel)
+    if is_main_process():
+        summary = _headline(run_dir)
+        emit_json(summary) if json_out else _print_headline(summary)
 
 
 def _new_run_folder() -> Path:

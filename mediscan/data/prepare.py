@@ -134,7 +134,7 @@ def preprocess_for(recipe: Recipe) -> Preprocess:
                          f"fix the size), not {size} px; train it with --input-size {config.input_size}")
     return Preprocess(size=size, channels=recipe.channels, fit=recipe.fit,
                       crop_foreground=recipe.crop_foreground,
-                      clip_percentiles=recipe.clip_percentiles)
+                      clip_percentiles=recipe.clip_percentiles, mirror_channel=recipe.mirror_channel)
 
 
 def _normalisation(recipe: Recipe, images: np.ndarray, train_index: np.ndarray):

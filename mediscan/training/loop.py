@@ -130,6 +130,7 @@ class BatchPipeline:
     augment: BatchAugment | None = None
     lesions: LesionSynthesis | None = None  # paints lesions into some normal images (relabelled)
     size_at: Callable[[float], int] | None = None  # progressive resizing: input side at a progress
+    mirror_channel: bool = False  # the third channel is the first mirrored (transforms.Preprocess)
 
     def batch(self, index: torch.Tensor, progress: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images[index.to(self.images.device)]
@@ -140,6 +141,8 @@ class BatchPipeline:
         y = self.labels[index.to(self.labels.device)]
         if self.lesions is not None:
             x, y = self.lesions(x, y)
+        if self.mirror_channel:  # drawn again after the lesions, so that a lesion has no mirror twin
+            x = torch.cat([x[:, :2], x[:, :1].flip(-1)], dim=1)
         if self.augment is not None:
             x = self.augment(x)
         size = x.shape[-1] if self.size_at is None else self.size_at(progress)

@@ -28,6 +28,7 @@ class Recipe:
     clip_percentiles: tuple[float, float] | None | str = "auto"
     normalization: str = "auto"  # "model" (the model's mean/std), "dataset" (computed, recipe 5), "auto"
     ordinal: bool = False  # labels are ordered grades: also report quadratic-weighted kappa
+    mirror_channel: bool = False  # the third input channel mirrored left-right (transforms.Preprocess)
     pretrained: bool = False
     freeze_early: bool = False  # keep the model's early (generic) pretrained layers fixed
     freeze_depthwise: bool = False  # keep pretrained depthwise filters > 3 x 3 fixed (training.freezing)

@@ -104,6 +104,7 @@ def _pipeline(prepared: Prepared, train_index: np.ndarray, recipe: Recipe, devic
         device=device, augment=BatchAugment(augment_config(recipe), seed=recipe.seed + rank),
         lesions=lesion_synthesis_for(recipe, prepared.folder.classes, seed=recipe.seed + rank),
         size_at=_progressive_sizes(recipe, prepared.preprocess.size),
+        mirror_channel=prepared.preprocess.mirror_channel,
     )
 
 
