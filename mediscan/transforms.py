@@ -9,7 +9,9 @@ the server see identical pixels:
    it with a small margin and blank what lies outside it;
 3. robust intensity normalisation: the [p_lo, p_hi] percentiles of the foreground -> 0..255;
 4. resize with PIL bilinear (antialiased when shrinking): aspect-preserving with centred zero
-   padding ("pad"), or the tutorials' plain stretch ("stretch").
+   padding ("pad"), or the tutorials' plain stretch ("stretch");
+5. mirror channel (opt-in): the grey head turned upright about its centre (its long axis
+   vertical) and centred left-right, then grey, grey and grey mirrored left-right.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ MASK_SIDE = 128  # the head is found on a copy with at most this many pixels on 
 MASK_GROW = 2  # the head mask grows by this many downscaled pixels before the outside is blanked
 MIN_HEAD_FRACTION = 0.01  # a largest component smaller than this is no head (blank image, letter)
 MIN_SIZE, MAX_SIZE = 8, 1024  # model input side in pixels (every recipe lies well inside)
+MAX_TILT = 25.0  # degrees: a head's long axis further from vertical is another view (sagittal), left as it is
+MIN_ELONGATION = 1.05  # a rounder head has no reliable long axis to turn upright
 
 Box = tuple[int, int, int, int]  # top, bottom, left, right (numpy slice bounds)
 
@@ -199,6 +203,23 @@ def resize(img: np.ndarray, size: int, fit: str) -> np.ndarray:
     return out
 
 
+def upright(grey: np.ndarray) -> np.ndarray:
+    """The head turned about its centre so that its long axis (second moments of the filled head
+    mask) is vertical, and moved to the middle left-right: the midline a mirror is taken about."""
+    mask = ndimage.binary_fill_holes(grey > max(8, 0.1 * int(grey.max())))
+    ys, xs = np.nonzero(mask)
+    if len(ys) < MIN_HEAD_FRACTION * grey.size:
+        return grey
+    cy, cx = ys.mean(), xs.mean()
+    cov = np.cov(np.stack([xs - cx, ys - cy]))
+    low, high = np.linalg.eigvalsh(cov)
+    major = np.degrees(0.5 * np.arctan2(2 * cov[0, 1], cov[0, 0] - cov[1, 1]))  # from the x axis
+    tilt = (major % 180) - 90  # from vertical, -90..90
+    turn = tilt if abs(tilt) <= MAX_TILT and high >= MIN_ELONGATION**2 * max(low, 1e-9) else 0.0
+    shift = (grey.shape[1] - 1) / 2 - cx
+    return np.asarray(Image.fromarray(grey).rotate(turn, RESAMPLE, center=(cx, cy), translate=(shift, 0)))
+
+
 # ---- the recorded preprocessing ------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -246,7 +267,7 @@ class Preprocess:
                 img = _clip(img, grey, None if found is None else found.threshold, *self.clip_percentiles)
         img = resize(img, self.size, self.fit)
         if self.mirror_channel:
-            grey = to_grey(img)
+            grey = upright(to_grey(img))
             return np.ascontiguousarray(np.stack([grey, grey, grey[:, ::-1]]))
         if img.ndim == 2:
             return np.ascontiguousarray(np.broadcast_to(img, (self.channels, *img.shape)))

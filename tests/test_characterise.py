@@ -134,6 +134,12 @@ def test_augmentation_is_chosen_from_the_data_and_says_why(tmp_path, make, prese
     given, given_found = choose_preprocessing(folder, get_recipe("cpu").with_overrides(balance="sources"),
                                               progress=False)
     assert given.balance == "sources" and not any(r.startswith("sampling") for r in given_found.reasons)
+    mirrored = preset == "mri"  # the mirror channel only for grey heads on black
+    assert chosen.mirror_channel is mirrored and preprocess_for(chosen).mirror_channel is mirrored
+    assert sum(r.startswith("mirror channel: ") for r in found.reasons) == int(mirrored)
+    assert fixed.mirror_channel is False  # the augmentation given is not "mri"
+    off, _ = choose_preprocessing(folder, get_recipe("cpu").with_overrides(mirror_channel=False), progress=False)
+    assert off.mirror_channel is False
 
 
 def test_tiny_images_get_the_recipes_tiny_input_size_unless_a_size_is_given(tmp_path):

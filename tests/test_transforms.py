@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from mediscan.data.phantom import PHANTOM_CLASSES, render
 from mediscan.transforms import (Preprocess, clip_intensity, crop_to_foreground, find_foreground,
-                                 foreground_box, normalize, otsu_threshold, to_grey)
+                                 foreground_box, normalize, otsu_threshold, to_grey, upright)
 
 
 def _head_on_canvas(margin: int = 60, letter_at: tuple[int, int] = (4, 4)) -> np.ndarray:
@@ -160,15 +160,42 @@ def test_dict_round_trip_and_key():
         Preprocess.from_dict({"size": 48, "colour": "red"})
 
 
+def _tilted_head(tilt: float, shift: int = 0) -> np.ndarray:
+    """A 128-px elliptic "head" (long axis vertical before the tilt) with a bright blob left of its midline."""
+    img = Image.new("L", (128, 128))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((29 + shift, 16, 99 + shift, 112), fill=120)
+    draw.ellipse((40 + shift, 40, 54 + shift, 54), fill=250)
+    return np.asarray(img.rotate(tilt, Image.BILINEAR, center=(64 + shift, 64)))
+
+
+def _long_axis(grey: np.ndarray) -> tuple[float, float]:
+    """(degrees from vertical, centre column) of the pixels above the noise floor."""
+    ys, xs = np.nonzero(grey > 20)
+    cov = np.cov(np.stack([xs - xs.mean(), ys - ys.mean()]))
+    return float(np.degrees(0.5 * np.arctan2(2 * cov[0, 1], cov[0, 0] - cov[1, 1])) % 180 - 90), float(xs.mean())
+
+
+@pytest.mark.parametrize("tilt", [-20, -8, 0, 12, 24])
+def test_upright_turns_the_long_axis_vertical_and_centres_it(tilt):
+    axis, centre = _long_axis(upright(_tilted_head(tilt, shift=12)))
+    assert abs(axis) < 1.5 and abs(centre - 63.5) < 1.5
+
+
+def test_upright_leaves_other_views_and_blank_images_alone():
+    sideways = _tilted_head(80)  # the long axis near horizontal: a sagittal-like view, not a tilted head
+    assert abs(_long_axis(upright(sideways))[0] - _long_axis(sideways)[0]) < 1.0
+    assert not upright(np.zeros((32, 32), dtype=np.uint8)).any()
+
+
 def test_mirror_channel_puts_each_pixel_beside_its_left_right_counterpart():
-    img = np.zeros((40, 40), dtype=np.uint8)
-    img[10:20, 4:12] = 200  # a bright blob in the left half only
-    out = Preprocess(40, mirror_channel=True)(img)
-    assert out.shape == (3, 40, 40)
+    out = Preprocess(128, mirror_channel=True)(_tilted_head(10))
+    assert out.shape == (3, 128, 128)
     assert np.array_equal(out[0], out[1]) and np.array_equal(out[2], out[0][:, ::-1])
-    assert out[0][10:20, 4:12].min() == 200 and out[2][10:20, 4:12].max() == 0  # asymmetric: the channels differ
-    rgb = np.stack([img, img // 2, img // 4], axis=-1)
-    assert np.array_equal(Preprocess(40, mirror_channel=True)(rgb)[0], Preprocess(40, channels=1)(rgb)[0])
+    assert np.array_equal(out[0], upright(_tilted_head(10)))  # the head upright first: the mirror is anatomical
+    assert out[0][40:54, 40:54].mean() > 200 and out[2][40:54, 40:54].max() < 150  # the blob has no twin
+    rgb = np.stack([_tilted_head(0)] * 3, axis=-1)
+    assert np.array_equal(Preprocess(128, mirror_channel=True)(rgb)[0], upright(_tilted_head(0)))
 
 
 def test_mirror_channel_round_trips_and_leaves_older_settings_keys_alone():

@@ -62,6 +62,14 @@ def balance_for(augment: str) -> tuple[str, str]:
     return "sampler", "sampling: every class drawn equally often"
 
 
+def mirror_for(augment: str, channels: int | str) -> tuple[bool, str | None]:
+    """Whether the third input channel is the upright head mirrored left-right, and why when it is."""
+    if augment == "mri" and channels == 3:
+        return True, ("mirror channel: the head turned upright, the third channel mirrored left-right (each pixel "
+                      "beside its counterpart in the other hemisphere: BraTS AUROC +0.04, sensitivity up)")
+    return False, None
+
+
 def input_size_for(found: Characterisation, recipe: Recipe) -> tuple[int | None, str | None]:
     """The recipe's input size, or its size for tiny images; and why when it differs."""
     if found.kind != "tiny" or not recipe.tiny_input_size:
@@ -107,6 +115,10 @@ def choose_preprocessing(folder: ImageFolder, recipe: Recipe, *,
     chosen = {"channels": model_config(recipe.model).channels, "crop_foreground": found.crop_foreground,
               "clip_percentiles": found.clip_percentiles, "normalization": found.normalization,
               "augment": augment, "flip": found.flip, "balance": balance}
+    effective = {name: chosen[name] if name in auto else getattr(recipe, name) for name in ("augment", "channels")}
+    chosen["mirror_channel"], why_mirror = mirror_for(effective["augment"], effective["channels"])
+    if "mirror_channel" in auto and chosen["mirror_channel"]:
+        found.reasons.append(why_mirror)
     if progress:
         console.print(f"preprocessing chosen from {found.images} images ({', '.join(auto)}):")
         for reason in found.reasons:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 AUTO = "auto"
-AUTO_FIELDS = ("channels", "crop_foreground", "clip_percentiles", "normalization", "augment", "flip", "balance")
+AUTO_FIELDS = ("channels", "crop_foreground", "clip_percentiles", "normalization", "augment", "flip", "balance",
+               "mirror_channel")
 BALANCES = ("none", "weights", "sampler", "sources", "layout", AUTO)  # training.optim, training.sampling
 PRIORS = ("train", "balanced", "draws")  # training.decision_prior
 KEEPS = ("last", "best")  # training.run_state
@@ -28,7 +29,9 @@ class Recipe:
     clip_percentiles: tuple[float, float] | None | str = "auto"
     normalization: str = "auto"  # "model" (the model's mean/std), "dataset" (computed, recipe 5), "auto"
     ordinal: bool = False  # labels are ordered grades: also report quadratic-weighted kappa
-    mirror_channel: bool = False  # the third input channel mirrored left-right (transforms.Preprocess)
+    # the third input channel mirrored left-right about the upright head (transforms.Preprocess); "auto": on
+    # for grey heads on black (the "mri" augmentation, data.prepare.mirror_for)
+    mirror_channel: bool | str = "auto"
     pretrained: bool = False
     freeze_early: bool = False  # keep the model's early (generic) pretrained layers fixed
     freeze_depthwise: bool = False  # keep pretrained depthwise filters > 3 x 3 fixed (training.freezing)
@@ -93,6 +96,7 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: dict) -> Recipe:
         data = dict(data)
+        data.setdefault("mirror_channel", False)  # recipes written before it existed had none
         for key in ("clip_percentiles", "fractions", "progressive"):
             if data.get(key) is not None and data[key] != AUTO:
                 data[key] = tuple(data[key])
@@ -103,7 +107,7 @@ _TUTORIAL = dict(
     channels=3, crop_foreground=False, clip_percentiles=None, normalization="model", fit="stretch", flip=True,
     label_smoothing=0.0,
     weight_decay=0.0, schedule="constant", balance="none", prior="draws", keep="best",
-    group_duplicates=False,
+    group_duplicates=False, mirror_channel=False,
 )
 
 RECIPES: dict[str, Recipe] = {
