@@ -117,7 +117,8 @@ RECIPES: dict[str, Recipe] = {
             "default",
             "mediscan's recipe: ResNet-18 from scratch, preprocessing chosen from the data (crop, "
             "intensity, normalisation), aspect-preserving resize, strong geometric + photometric augmentation "
-            "(brain MRI: random contrast, brain extraction, synthetic lesions in 35% of the normal images), "
+            "(brain MRI: random contrast, brain extraction, synthetic lesions in 35% of the normal images; the "
+            "upright head's mirror image as the third input channel), "
             "AdamW one-cycle, label smoothing, balanced sampling (brain MRI: over classes and groups of "
             "look-alike thumbnails) with decisions under the training split's class frequencies, "
             "duplicate-aware split",
