@@ -86,9 +86,9 @@ FLIP_HELP = "Flips in augmentation and TTA (default: off when a mirror turns one
 LESIONS_HELP = "Brain MRI: share of the normal training images given a synthetic lesion (tumour; 0: off)."
 CROP_HELP = "Crop to the object on a dark background (default: chosen from the data)."
 ORDINAL_HELP = "Labels are ordered grades: also report quadratic-weighted kappa."
-MIRROR_HELP = ("Grey images: the third input channel is the image mirrored left-right, so that the model sees "
-               "each pixel beside its counterpart in the other hemisphere (asymmetry; opt-in, see the source "
-               "ablation).")
+MIRROR_HELP = ("The head turned upright and its left-right mirror image as the third input channel, so that the "
+               "model sees each pixel beside its counterpart in the other hemisphere (default: on for grey heads "
+               "on black).")
 KEEP_HELP = ("Weights to ship: last (the epoch the schedule annealed to, default) or best (highest validation "
              "accuracy, the seed tutorials').")
 BALANCE_HELP = ("How training draws images: none | weights | sampler (classes equally) | sources (classes x "
