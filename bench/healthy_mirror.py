@@ -1,12 +1,15 @@
 """Tumour-free twins of BraTS slices: the tumour's half of the brain replaced by the mirror image of
-the healthy half.
+the healthy half, or only the tumour itself (a patch).
 
 BraTS volumes are registered to an atlas with the head upright, so the brain's midline is close to
 the centre of its bounding box. Where a tumour (grown by a margin) lies wholly on one side of it,
 mirroring the other side over it gives a slice at the same level, from the same scanner and with the
 same intensity scaling, without the tumour: a specificity check on mid-brain slices, which the
-data set's own tumour-free slices (cerebellum and vertex) are not. Perfect symmetry is the twin's
-one artefact.
+data set's own tumour-free slices (cerebellum and vertex) are not. Perfect symmetry is the whole
+twin's one artefact, and it flatters a model that compares the hemispheres. The patched twin
+replaces only the grown tumour with the tissue at its mirror place, so the rest of the slice keeps
+its natural asymmetry; it keeps the tumour's mass effect too (a pushed midline, squeezed ventricles),
+so it is the harder of the two checks.
 """
 
 from __future__ import annotations
@@ -43,6 +46,17 @@ def mirrored_twin(image: np.ndarray, side: str, centre: int) -> np.ndarray:
         twin[:, centre - half:centre] = image[:, centre:centre + half][:, ::-1]
     else:
         twin[:, centre:centre + half] = image[:, centre - half:centre][:, ::-1]
+    return twin
+
+
+def patched_twin(image: np.ndarray, mask: np.ndarray, centre: int, margin: int = MARGIN) -> np.ndarray:
+    """`image` with only the tumour mask (grown by `margin`) replaced by the pixels at its mirror place
+    across `centre`; every other pixel as it was."""
+    width = image.shape[1]
+    source = 2 * centre - 1 - np.arange(width)  # the column each column mirrors (as in mirrored_twin)
+    region = ndimage.binary_dilation(mask > 0, iterations=margin) & ((source >= 0) & (source < width))[None, :]
+    twin = image.copy()
+    twin[region] = image[:, np.clip(source, 0, width - 1)][region]
     return twin
 
 

@@ -14,7 +14,9 @@ four MRI contrasts; never trained on):
 - specificity on healthy twins (bench/healthy_mirror.py: each slice whose tumour lies wholly on one
   side of the midline, with that half replaced by the mirrored healthy half: mid-brain slices
   without a tumour), and the AUROC of P(tumour) between those tumour slices and their twins, a
-  paired test of whether the model looks at the tumour;
+  paired test of whether the model looks at the tumour; the same for patched twins (only the grown
+  tumour replaced by the tissue at its mirror place: the rest keeps its natural asymmetry, which a
+  perfectly symmetric twin lacks and a model comparing the hemispheres would be flattered by);
 - the share of slices the run's out-of-distribution check flags as unlike its training images,
   and sensitivity and specificity on the slices it does not flag (what a user who heeds the flag
   is left with);
@@ -39,7 +41,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import roc_auc_score
 
 from bench_common import announce, emit, log, machine, table
-from healthy_mirror import mirrored_twin, twin_plan
+from healthy_mirror import mirrored_twin, patched_twin, twin_plan
 
 CONTRASTS = ("t1", "t1ce", "t2", "flair")
 LARGE_TUMOUR = 1500  # pixels: the issue's ">= 1,500-pixel slices"
@@ -91,22 +93,30 @@ def healthy_twins(brats: Path, names: list[str]) -> dict[str, tuple[str, int]]:
     return twin_plan(brains, {n: read_image(brats / "mask" / n) for n in names})
 
 
-def twin_columns(classifier, folder: Path, twins: dict[str, tuple[str, int]], p_tumour: dict[str, float],
-                 normal: str) -> dict:
-    """Specificity on the healthy twins of one contrast, and the AUROC of the tumour slices against them."""
+def twin_columns(classifier, brats: Path, contrast: str, twins: dict[str, tuple[str, int]],
+                 p_tumour: dict[str, float], normal: str) -> dict:
+    """Specificity on the healthy twins of one contrast, whole and patched, and the AUROC of the tumour
+    slices against each."""
     from mediscan.data.readers import read_image
 
     names = sorted(twins)
-    p_twin = []
+    makers = {"twin": lambda image, n: mirrored_twin(image, *twins[n]),
+              "patch": lambda image, n: patched_twin(image, read_image(brats / "mask" / n), twins[n][1])}
+    p_twin = {kind: [] for kind in makers}
     for start in range(0, len(names), 64):
         chunk = names[start:start + 64]
-        images = [mirrored_twin(read_image(folder / n), *twins[n]) for n in chunk]
-        p_twin += [1.0 - p.probabilities[normal] for p in classifier.predict_arrays(images, chunk)]
-    p_twin = np.array(p_twin)
+        slices = [read_image(brats / contrast / n) for n in chunk]
+        for kind, make in makers.items():
+            images = [make(image, n) for image, n in zip(slices, chunk)]
+            p_twin[kind] += [1.0 - p.probabilities[normal] for p in classifier.predict_arrays(images, chunk)]
     paired = np.array([p_tumour[n] for n in names])
     labels = np.r_[np.ones(len(names)), np.zeros(len(names))]
-    return {"specificity_twin": proportion(int((p_twin < 0.5).sum()), len(names)),
-            "auroc_tumour_vs_twin": float(roc_auc_score(labels, np.r_[paired, p_twin])) if names else None}
+    row = {}
+    for kind, p in p_twin.items():
+        p = np.array(p)
+        row[f"specificity_{kind}"] = proportion(int((p < 0.5).sum()), len(names))
+        row[f"auroc_tumour_vs_{kind}"] = float(roc_auc_score(labels, np.r_[paired, p])) if names else None
+    return row
 
 
 def cam_hit(classifier, path: Path, mask_path: Path, normal: str) -> bool:
@@ -147,7 +157,7 @@ def score_contrast(classifier, brats: Path, contrast: str, pixels: dict[str, int
            "sensitivity_large_unflagged": proportion(int(called[answered].sum()), int(answered.sum())),
            "specificity_unflagged": proportion(int((~free_called[free_answered]).sum()),
                                                int(free_answered.sum())),
-           **twin_columns(classifier, brats / contrast, twins, dict(zip(names, p_tumour)), normal)}
+           **twin_columns(classifier, brats, contrast, twins, dict(zip(names, p_tumour)), normal)}
     if cam_n:
         picked = [n for n, big in zip(names, large) if big][::max(1, int(large.sum()) // cam_n)][:cam_n]
         hits = sum(cam_hit(classifier, brats / contrast / n, brats / "mask" / n, normal) for n in picked)
@@ -206,12 +216,13 @@ def run_table(result: dict) -> str:
     rows = [[c, pct(r["sensitivity"]), pct(r["sensitivity_large"]), pct(r["specificity"]),
              auroc(r["auroc_large_vs_free"]), pct(r["flagged"]), pct(r["sensitivity_large_unflagged"]),
              pct(r["specificity_unflagged"]), pct(r["specificity_twin"]), auroc(r["auroc_tumour_vs_twin"]),
-             pct(r.get("cam_pointing"))]
+             pct(r["specificity_patch"]), auroc(r["auroc_tumour_vs_patch"]), pct(r.get("cam_pointing"))]
             for c, r in result["contrasts"].items()]
     columns = ["contrast", "sensitivity % (all 600)", f"sensitivity % (>= {LARGE_TUMOUR} px)",
                "specificity % (tumour-free)", "AUROC (large vs free)", "flagged unfamiliar %",
                "sensitivity % (large, unflagged)", "specificity % (unflagged)", "specificity % (healthy twin)",
-               "AUROC (tumour vs twin)", "CAM peak in tumour %"]
+               "AUROC (tumour vs twin)", "specificity % (patched twin)", "AUROC (tumour vs patch)",
+               "CAM peak in tumour %"]
     return table(columns, rows)
 
 
@@ -220,11 +231,15 @@ def summary_row(result: dict) -> list[str]:
     rows = result["contrasts"].values()
     worst_sens = min(r["sensitivity_large"]["value"] for r in rows)
     worst_spec = min(r["specificity"]["value"] for r in rows)
-    twin_specs = [r["specificity_twin"]["value"] for r in rows if r["specificity_twin"]["n"]]
     acc = result["test_accuracy"]
+
+    def worst(key: str) -> str:
+        values = [r[key]["value"] for r in rows if r[key]["n"]]
+        return f"{100 * min(values):.1f}" if values else "-"
+
     return [Path(result["run"]).name, "-" if not acc else f"{100 * acc['value']:.1f}",
-            f"{100 * worst_sens:.1f}", f"{100 * worst_spec:.1f}",
-            f"{100 * min(twin_specs):.1f}" if twin_specs else "-", result["top_shortcut"] or "-"]
+            f"{100 * worst_sens:.1f}", f"{100 * worst_spec:.1f}", worst("specificity_twin"),
+            worst("specificity_patch"), result["top_shortcut"] or "-"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -234,7 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     results = [score_run(run, args, twins) for run in args.runs]
     text = "\n\n".join(f"{Path(r['run']).name} (recipe {r['recipe']})\n{run_table(r)}" for r in results)
     summary = table(["run", "own test acc %", f"worst sens % (>= {LARGE_TUMOUR} px)", "worst spec %",
-                     "worst twin spec %", "top shortcut"], [summary_row(r) for r in results])
+                     "worst twin spec %", "worst patched twin spec %", "top shortcut"],
+                    [summary_row(r) for r in results])
     emit({"command": command, "machine": machine(), "runs": results}, json_only=args.json,
          text=f"{text}\n\n{summary}")
 

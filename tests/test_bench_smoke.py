@@ -295,8 +295,10 @@ def test_sources_counts_every_contrast_and_scores_the_cam(tiny_run, env, tmp_pat
         assert row["flagged"]["n"] == 9 and row["specificity_unflagged"]["n"] <= 3
         assert row["sensitivity_large_unflagged"]["n"] + row["specificity_unflagged"]["n"] >= 6 - flagged
         assert row["specificity_twin"]["n"] == 4 and 0 <= row["auroc_tumour_vs_twin"] <= 1
+        assert row["specificity_patch"]["n"] == 4 and 0 <= row["auroc_tumour_vs_patch"] <= 1
     assert "sensitivity % (>= 1500 px)" in done.stdout and "AUROC (large vs free)" in done.stdout
     assert "flagged unfamiliar %" in done.stdout and "specificity % (healthy twin)" in done.stdout
+    assert "specificity % (patched twin)" in done.stdout and "worst patched twin spec %" in done.stdout
 
 
 def test_train_step_times_each_variant_against_fp32(env):

@@ -51,9 +51,27 @@ def test_the_twin_mirrors_the_healthy_half_over_the_tumour_half(mirror):
     assert (right[:, :32] == image[:, :32]).all() and (right[:, 32:] == image[:, :32][:, ::-1]).all()
 
 
+def test_the_patched_twin_replaces_only_the_grown_tumour(mirror):
+    image = brain_slice()
+    image[5:35, 8:32] += np.random.default_rng(0).integers(0, 20, (30, 24), dtype=np.uint8)  # natural asymmetry
+    mask = np.zeros_like(image)
+    mask[12:18, 14:20] = 4
+    tumour = image.copy()
+    tumour[12:18, 14:20] = 255
+    twin = mirror.patched_twin(tumour, mask, 32, margin=2)
+    patch = np.zeros(image.shape, bool)
+    patch[10:20, 12:22] = True  # the mask grown by 2 (a cross-shaped dilation stays inside this box)
+    assert (twin[~patch] == image[~patch]).all()  # the rest keeps its asymmetry
+    assert (twin[12:18, 14:20] == image[12:18, 44:50][:, ::-1]).all()  # the tissue at the mirror place
+    assert twin.max() < 255 and not (twin == twin[:, ::-1]).all()
+
+
 def test_colour_slices_keep_their_channels(mirror):
     image = np.stack([brain_slice()] * 3, axis=-1)
     assert mirror.mirrored_twin(image, "right", 32).shape == image.shape
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[12:18, 14:20] = 1
+    assert mirror.patched_twin(image, mask, 32).shape == image.shape
 
 
 def test_twin_plan_keeps_only_slices_whose_tumour_stays_on_one_side(mirror):
