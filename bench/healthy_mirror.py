@@ -38,26 +38,28 @@ def tumour_side(mask: np.ndarray, centre: int, margin: int = MARGIN) -> str | No
     return "right" if columns[0] >= centre else None
 
 
+def from_mirror_place(image: np.ndarray, replace: np.ndarray, centre: int) -> np.ndarray:
+    """`image` with the pixels where `replace` (rows x columns) is true taken from their mirror place across
+    `centre` (column c from column 2 * centre - 1 - c); a pixel whose mirror place is off the image is kept."""
+    width = image.shape[1]
+    source = 2 * centre - 1 - np.arange(width)
+    take = replace & ((source >= 0) & (source < width))[None, :]
+    twin = image.copy()
+    twin[take] = image[:, np.clip(source, 0, width - 1)][take]
+    return twin
+
+
 def mirrored_twin(image: np.ndarray, side: str, centre: int) -> np.ndarray:
     """`image` with the columns on `side` of `centre` replaced by the mirrored other side."""
-    twin = image.copy()
-    half = min(centre, image.shape[1] - centre)
-    if side == "left":
-        twin[:, centre - half:centre] = image[:, centre:centre + half][:, ::-1]
-    else:
-        twin[:, centre:centre + half] = image[:, centre - half:centre][:, ::-1]
-    return twin
+    columns = np.arange(image.shape[1])
+    half = columns < centre if side == "left" else columns >= centre
+    return from_mirror_place(image, np.broadcast_to(half, image.shape[:2]), centre)
 
 
 def patched_twin(image: np.ndarray, mask: np.ndarray, centre: int, margin: int = MARGIN) -> np.ndarray:
     """`image` with only the tumour mask (grown by `margin`) replaced by the pixels at its mirror place
     across `centre`; every other pixel as it was."""
-    width = image.shape[1]
-    source = 2 * centre - 1 - np.arange(width)  # the column each column mirrors (as in mirrored_twin)
-    region = ndimage.binary_dilation(mask > 0, iterations=margin) & ((source >= 0) & (source < width))[None, :]
-    twin = image.copy()
-    twin[region] = image[:, np.clip(source, 0, width - 1)][region]
-    return twin
+    return from_mirror_place(image, ndimage.binary_dilation(mask > 0, iterations=margin), centre)
 
 
 def twin_plan(brains: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> dict[str, tuple[str, int]]:
