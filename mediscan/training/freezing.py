@@ -3,9 +3,13 @@
 Depthwise filters larger than 3 x 3 (EfficientNet's 5 x 5) are cheap to run but, on a CPU, their
 weight gradient is the slowest kernel of a training step: oneDNN computes it about 25 times slower
 than the filter's forward pass (3 x 3 filters have a fast kernel). In EfficientNet-Lite0 fine-tuned
-at 128 px the nine trainable 5 x 5 depthwise filters hold 0.2 M of the 3.4 M weights and cost a
-fifth of each step; keeping their ImageNet values lets the same budget see about 20% more images
-(docs/measurements.md, stop 31). The pointwise convolutions, batch norms and the head still train.
+at 128 px the nine 5 x 5 depthwise filters after the first two stages held 0.2 M of the 3.4 M weights
+and cost a fifth of each step; keeping their ImageNet values let the same budget see about 20% more
+images (docs/measurements.md, stop 31). The pointwise convolutions, batch norms and the head still train.
+
+The early layers are the model's declaration (`ModelConfig.early_layers`): for EfficientNet-Lite the
+stem and first three stages: a tenth more images in the same budget at the same accuracy, own test
+split and source benchmark alike (docs/measurements.md, stop 36).
 """
 
 from __future__ import annotations
