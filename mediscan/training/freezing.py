@@ -7,9 +7,7 @@ at 128 px the nine 5 x 5 depthwise filters after the first two stages held 0.2 M
 and cost a fifth of each step; keeping their ImageNet values let the same budget see about 20% more
 images (docs/measurements.md, stop 31). The pointwise convolutions, batch norms and the head still train.
 
-The early layers are the model's declaration (`ModelConfig.early_layers`): for EfficientNet-Lite the
-stem and first three stages: a tenth more images in the same budget at the same accuracy, own test
-split and source benchmark alike (docs/measurements.md, stop 36).
+Which layers are early is the model's declaration (`ModelConfig.early_layers`, e.g. in models.timm_models).
 """
 
 from __future__ import annotations
