@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from mediscan.augment import PRESETS, AugmentConfig, BatchAugment, eroded, filled_head, get_preset, reframe
 
@@ -80,6 +80,20 @@ def test_intensity_curve_keeps_background_black_and_changes_tissue_contrast():
     assert (out - batch).abs().amax() > 0.1
 
 
+def test_mri_keeps_the_tissue_order_and_mri_contrast_inverts_it_for_some_images():
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    radius = ((yy - 31.5) ** 2 + (xx - 31.5) ** 2).sqrt()
+    head = torch.where(radius < 28, 0.3, 0.0) + torch.where(radius < 10, 0.6, 0.0)  # a bright core in grey
+    batch = head.expand(64, 1, 64, 64).contiguous()
+
+    def skews(name: str) -> np.ndarray:  # in-head skewness: > 0 while the small core stays the brightest
+        out = BatchAugment(name, seed=0)(batch.clone())[:, 0]
+        return np.array([stats.skew(image[image > 0.08].numpy()) for image in out])
+
+    assert np.all(skews("mri") > 0.1)
+    assert 0.1 < np.mean(skews("mri-contrast") < 0) < 0.5  # inverted or non-monotonic curves
+
+
 def test_skull_strip_removes_the_rim_keeps_inner_tissue_and_reframes_the_brain():
     config = AugmentConfig(skull_strip=1.0, strip_depth=(0.125, 0.125))
     batch = torch.zeros(2, 1, 64, 64)
@@ -103,7 +117,7 @@ def test_reframe_zooms_the_mask_box_to_the_frame():
     assert torch.equal(reframe(empty, empty > 0.5), empty)
 
 
-@pytest.mark.parametrize("name", ["strong", "mri"])
+@pytest.mark.parametrize("name", ["strong", "mri", "mri-contrast"])
 def test_grey_batches_stay_grey_and_match_augmenting_one_channel(name):
     grey = torch.rand(6, 1, 32, 32)
     out = BatchAugment(name, seed=5)(grey.expand(6, 3, 32, 32).contiguous())

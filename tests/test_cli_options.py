@@ -100,6 +100,29 @@ def test_train_refuses_a_lesion_share_outside_0_1(tmp_path, value):
     assert result.exit_code == 2 and "must be a share between 0 and 1" in text(result)
 
 
+def test_train_refuses_an_unknown_augmentation_and_lists_the_presets(tmp_path):
+    result = invoke("train", tmp_path, "--augment", "wild")
+    assert result.exit_code == 2 and "unknown augmentation preset 'wild'" in text(result)
+    assert "mri-contrast" in text(result)
+
+
+def test_augment_option_reaches_the_trainer(tmp_path, monkeypatch):
+    given = {}
+
+    def record(*args, **kwargs):
+        given.update(kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mediscan.training.trainer.train", record)
+    invoke("train", tmp_path / "data", "--out", tmp_path / "run", "--augment", "mri-contrast")
+    assert given["augment"] == "mri-contrast"
+
+
+def test_resume_without_out_is_a_usage_error(tmp_path):
+    result = invoke("train", tmp_path, "--resume")
+    assert result.exit_code == 2 and "--resume needs --out RUN" in text(result)
+
+
 @pytest.mark.parametrize("value,message",
                          [("96", "START_PX,UNTIL"), ("8,0.5", ">= 16 px"), ("96,1.5", "share in")])
 def test_train_refuses_a_bad_progressive_schedule(tmp_path, value, message):

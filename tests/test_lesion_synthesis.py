@@ -75,6 +75,8 @@ def test_recipe_switches_lesions_on_for_brain_mri_only():
     assert cpu.lesions > 0
     brain = ["glioma", "meningioma", "notumor", "pituitary"]
     assert isinstance(lesion_synthesis_for(cpu, brain, seed=0), LesionSynthesis)
+    assert isinstance(lesion_synthesis_for(dataclasses.replace(cpu, augment="mri-contrast"), brain, seed=0),
+                      LesionSynthesis)
     assert lesion_synthesis_for(dataclasses.replace(cpu, augment="strong"), brain, seed=0) is None
     assert lesion_synthesis_for(cpu, ["parasitized", "uninfected"], seed=0) is None
     assert lesion_synthesis_for(dataclasses.replace(cpu, lesions=0.0), brain, seed=0) is None

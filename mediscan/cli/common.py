@@ -98,6 +98,18 @@ def check_share(value: float | None) -> float | None:
     return value
 
 
+def check_augment(value: str | None) -> str | None:
+    """Typer callback: the name of an augmentation preset, else a usage error listing them."""
+    from mediscan.augment import get_preset
+
+    if value is not None:
+        try:
+            get_preset(value)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+    return value
+
+
 def check_positive(value: float) -> float:
     """Typer callback: a finite number > 0."""
     if not (math.isfinite(value) and value > 0):

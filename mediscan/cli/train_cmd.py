@@ -12,6 +12,7 @@ from rich.table import Table
 
 from mediscan.cli.common import (
     EXIT_INTERRUPTED,
+    check_augment,
     check_share,
     emit_json,
     fail,
@@ -94,6 +95,9 @@ KEEP_HELP = ("Weights to ship: last (the epoch the schedule annealed to, default
 BALANCE_HELP = ("How training draws images: none | weights | sampler (classes equally) | sources (classes x "
                 "intensity groups) | layout (classes x thumbnail groups) | auto (layout for grey heads on black, "
                 "else sampler).")
+AUGMENT_HELP = ("Augmentation preset (default: chosen from the data: mri for grey heads on black, light for tiny "
+                "images, strong otherwise); mri-contrast adds random intensity curves, for MRI of one weighting "
+                "that must read others.")
 PRIOR_HELP = ("Class shares the probabilities assume: train (the training split's, default: accuracy), balanced "
               "(equal: balanced accuracy, rare-class recall) or draws (as the sampler drew them).")
 
@@ -113,6 +117,7 @@ def train(
     patience: Optional[int] = typer.Option(None, help="Early stopping patience in epochs (then --keep best)."),
     keep: Optional[str] = typer.Option(None, help=KEEP_HELP),
     time_budget: Optional[str] = typer.Option(None, help="Fit the whole command in a budget, e.g. 10m (0: none)."),
+    augment: Optional[str] = typer.Option(None, callback=check_augment, help=AUGMENT_HELP),
     balance: Optional[str] = typer.Option(None, help=BALANCE_HELP),
     prior: Optional[str] = typer.Option(None, help=PRIOR_HELP),
     crop: Optional[bool] = typer.Option(None, "--crop/--no-crop", help=CROP_HELP),
@@ -134,26 +139,28 @@ def train(
     """Train a classifier and write a self-describing run folder."""
     from mediscan.training.trainer import train as train_run
 
-    if resume and out is None:
-        raise typer.BadParameter("--resume needs --out RUN (the run folder to continue)")
-    out = out or _new_run_folder()  # named here for the resume hint
+    out = _run_folder(out, resume)  # named here for the resume hint
     with user_errors(), _resume_hint(data, out):
         run_dir = train_run(
             data, recipe=recipe, out=out, device=device, resume=resume, progress=progress, workers=workers,
             compile_model=compile_model, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
             input_size=input_size, pretrained=pretrained, seed=seed, patience=patience, keep=keep,
-            time_budget=parse_duration(time_budget), balance=balance, prior=prior, tta=tta, flip=flip, ema=ema,
-            crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions, progressive=progressive,
-            mirror_channel=mirror_channel)
+            time_budget=parse_duration(time_budget), augment=augment, balance=balance, prior=prior, tta=tta,
+            flip=flip, ema=ema, crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions,
+            progressive=progressive, mirror_channel=mirror_channel)
     if is_main_process():
         summary = _headline(run_dir)
         emit_json(summary) if json_out else _print_headline(summary)
 
 
-def _new_run_folder() -> Path:
-    """A new default run folder (torchrun without --out: a usage error)."""
+def _run_folder(out: Path | None, resume: bool) -> Path:
+    """`--out`, or a new default run folder (torchrun without --out, or --resume without it: a usage error)."""
     from mediscan.run_folder import new_run_folder
 
+    if out is not None:
+        return out
+    if resume:
+        raise typer.BadParameter("--resume needs --out RUN (the run folder to continue)")
     with user_errors():
         return new_run_folder()
 

@@ -25,6 +25,7 @@ from mediscan.training.recipes import Recipe
 from mediscan.transforms import Preprocess
 
 MAX_VAL_IMAGES = 5000  # validation images a run scores (capped_validation)
+MRI_PRESETS = ("mri", "mri-contrast")  # augmentations for heads: synthetic lesions, mirror channel, layout draws
 TTA_REASON = "test-time augmentation: predictions averaged with the left-right mirror"  # tta_for's reason
 
 
@@ -48,14 +49,14 @@ def augmentation_for(found: Characterisation) -> tuple[str, str]:
     if found.kind == "tiny":
         return "light", "light (tiny images: blur, noise and downsampling would erase their detail)"
     if found.crop_foreground and not found.colour:
-        return "mri", "mri (grey objects on black: random contrast curves and brain extraction, so neither " \
-                      "contrast nor skull can stand in for a label)"
+        return "mri", "mri (grey objects on black: simulated brain extraction, so the skull cannot stand in for " \
+                      "a label)"
     return "strong", "strong (geometric and photometric, blur, noise and downsampling)"
 
 
 def balance_for(augment: str) -> tuple[str, str]:
     """How training draws its images for data given this augmentation preset, and why."""
-    if augment == "mri":
+    if augment in MRI_PRESETS:
         return "layout", ("sampling: balanced over classes and groups of look-alike thumbnails (in the brain "
                           "Training folder the view tells the classes apart: sagittal and coronal normal brains "
                           "were called tumours)")
@@ -64,7 +65,7 @@ def balance_for(augment: str) -> tuple[str, str]:
 
 def mirror_for(augment: str, channels: int | str) -> tuple[bool, str | None]:
     """Whether the third input channel is the upright head mirrored left-right, and why when it is."""
-    if augment == "mri" and channels == 3:
+    if augment in MRI_PRESETS and channels == 3:
         return True, ("mirror channel: the head turned upright, the third channel mirrored left-right (each pixel "
                       "beside its counterpart in the other hemisphere: BraTS AUROC +0.04, sensitivity up)")
     return False, None

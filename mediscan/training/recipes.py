@@ -30,7 +30,7 @@ class Recipe:
     normalization: str = "auto"  # "model" (the model's mean/std), "dataset" (computed, recipe 5), "auto"
     ordinal: bool = False  # labels are ordered grades: also report quadratic-weighted kappa
     # the third input channel mirrored left-right about the upright head (transforms.Preprocess); "auto": on
-    # for grey heads on black (the "mri" augmentation, data.prepare.mirror_for)
+    # for grey heads on black (the MRI augmentations, data.prepare.mirror_for)
     mirror_channel: bool | str = "auto"
     pretrained: bool = False
     freeze_early: bool = False  # keep the model's early (generic) pretrained layers fixed
@@ -52,7 +52,7 @@ class Recipe:
     flip: bool | str = "auto"  # the preset's flips (and flip TTA); "auto": off when a mirror changes the class
     balance: str = "sampler"  # none | weights | sampler | sources | layout (training.sampling) | auto
     prior: str = "train"  # the class shares the probabilities assume: train | balanced | draws (decision_prior)
-    lesions: float = 0.0  # brain MRI ("mri" augmentation): share of normal images given a synthetic lesion
+    lesions: float = 0.0  # brain MRI (MRI augmentations): share of normal images given a synthetic lesion
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     group_duplicates: bool = True
     patience: int | None = None  # early stopping: epochs without improvement of the val metric

@@ -16,7 +16,7 @@ from torch import nn
 from mediscan.augment import AugmentConfig, BatchAugment, get_preset
 from mediscan.bundle import save_bundle
 from mediscan.data.characterise import Characterisation
-from mediscan.data.prepare import TTA_REASON, Prepared, capped_validation, prepare_data
+from mediscan.data.prepare import MRI_PRESETS, TTA_REASON, Prepared, capped_validation, prepare_data
 from mediscan.evaluation.calibration import fit_temperature
 from mediscan.forward import Outputs, batched_outputs, pick_device, uses_channels_last
 from mediscan.heap import keep_freed_memory
@@ -51,9 +51,9 @@ def resolve_recipe(recipe: Recipe | str, **overrides) -> Recipe:
 
 
 def lesion_synthesis_for(recipe: Recipe, classes: list[str], *, seed: int) -> LesionSynthesis | None:
-    """Synthetic lesions for brain MRI (the "mri" augmentation) with a normal and a tumour class."""
+    """Synthetic lesions for brain MRI (an MRI augmentation preset) with a normal and a tumour class."""
     pair = lesion_classes(classes)
-    if not recipe.lesions or recipe.augment != "mri" or pair is None:
+    if not recipe.lesions or recipe.augment not in MRI_PRESETS or pair is None:
         return None
     return LesionSynthesis(*pair, LesionConfig(probability=recipe.lesions), seed=seed)
 
