@@ -117,7 +117,7 @@ RECIPES: dict[str, Recipe] = {
             "default",
             "mediscan's recipe: ResNet-18 from scratch, preprocessing chosen from the data (crop, "
             "intensity, normalisation), aspect-preserving resize, strong geometric + photometric augmentation "
-            "(brain MRI: random contrast, brain extraction, synthetic lesions in 35% of the normal images; the "
+            "(brain MRI: simulated brain extraction, synthetic lesions in 35% of the normal images; the "
             "upright head's mirror image as the third input channel), "
             "AdamW one-cycle, label smoothing, balanced sampling (brain MRI: over classes and groups of "
             "look-alike thumbnails) with decisions under the training split's class frequencies, "
@@ -127,7 +127,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "cpu",
-            "for a laptop CPU: EfficientNet-Lite0 with ImageNet weights (offline), stem, first two "
+            "for a laptop CPU: EfficientNet-Lite0 with ImageNet weights (offline), stem, first three "
             "stages and 5x5 depthwise filters frozen, fine-tuned at 128 px (tiny images: 96 px) with the default "
             "preprocessing and augmentation in a 10-minute budget that decides the epochs (at most 30); peak "
             "learning rate 4e-3 (tiny images: 2e-3, and flip TTA when flips keep the classes)",
