@@ -348,20 +348,27 @@ def test_corrupt_dicom_names_the_file(tmp_path):
     assert caught.value.path == path and "re-export or remove it" in caught.value.reason
 
 
-def test_compressed_dicom_without_decoder_says_what_to_install(tmp_path):
+def write_compressed_dicom(path, syntax, payload: bytes):
+    """A CT DICOM file claiming the compressed transfer `syntax`, its pixel data replaced by `payload`."""
     import pydicom
     from pydicom.encaps import encapsulate
+
+    write_dicom(path, CT)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.PixelData = encapsulate([payload])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_compressed_dicom_without_decoder_says_what_to_install(tmp_path):
     from pydicom.pixels import get_decoder
     from pydicom.uid import JPEGLSLossless
 
     if get_decoder(JPEGLSLossless).is_available:
         pytest.skip("a JPEG-LS decoder is installed here")
-    path = write_dicom(tmp_path / "jls.dcm", CT)
-    ds = pydicom.dcmread(path)
-    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
-    ds.PixelData = encapsulate([b"\xff\xd8 not really JPEG-LS"])
-    ds["PixelData"].VR = "OB"
-    ds.save_as(path, enforce_file_format=True)
+    path = write_compressed_dicom(tmp_path / "jls.dcm", JPEGLSLossless, b"\xff\xd8 not really JPEG-LS")
     with pytest.raises(ImageReadError) as caught:
         read_image(path)
     assert "JPEG-LS Lossless" in caught.value.reason
@@ -369,19 +376,12 @@ def test_compressed_dicom_without_decoder_says_what_to_install(tmp_path):
 
 
 def test_compressed_dicom_with_a_decoder_but_damaged_data(tmp_path):
-    import pydicom
-    from pydicom.encaps import encapsulate
     from pydicom.pixels import get_decoder
     from pydicom.uid import JPEG2000Lossless
 
     if not get_decoder(JPEG2000Lossless).is_available:
         pytest.skip("no JPEG 2000 decoder installed here")
-    path = write_dicom(tmp_path / "j2k.dcm", CT)
-    ds = pydicom.dcmread(path)
-    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
-    ds.PixelData = encapsulate([b"garbage"])
-    ds["PixelData"].VR = "OB"
-    ds.save_as(path, enforce_file_format=True)
+    path = write_compressed_dicom(tmp_path / "j2k.dcm", JPEG2000Lossless, b"garbage")
     with pytest.raises(ImageReadError, match="JPEG 2000.*could not be decoded"):
         read_image(path)
 
