@@ -4,14 +4,20 @@ import pytest
 import torch
 from torch import nn
 
+import modality_data
+from mediscan.run_folder import RunFolder
 from mediscan.models import count_parameters, create_model, list_models, model_config
 from mediscan.training.freezing import (
+    MIN_EPOCHS_TO_TRAIN_ALL,
     freeze_early_layers,
     freeze_large_depthwise,
     freeze_pretrained,
     is_large_depthwise,
+    train_all_for_tiny,
+    training_images_per_second,
 )
 from mediscan.training.recipes import get_recipe
+from mediscan.training.trainer import train
 
 
 def _backward(model: nn.Module) -> None:
@@ -72,3 +78,44 @@ def test_the_cpu_recipe_freezes_both_and_a_model_from_scratch_neither():
     model = create_model(recipe.model, 4)
     assert freeze_pretrained(model, scratch) == 0
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_tiny_images_train_every_layer_only_when_the_budget_fits_enough_epochs():
+    cpu = get_recipe("cpu")
+    assert cpu.tiny_train_all and get_recipe("default").tiny_train_all is False
+    every, why = train_all_for_tiny(cpu, MIN_EPOCHS_TO_TRAIN_ALL + 4.4)
+    assert (every.freeze_early, every.freeze_depthwise) == (False, False)
+    assert why.startswith("every layer trained: tiny images, and the budget fits ~16 epochs that way")
+    kept, why_kept = train_all_for_tiny(cpu, 9.0)
+    assert kept is cpu and why_kept.startswith("early pretrained layers kept fixed: training every layer would "
+                                               "fit ~9 epochs")
+    assert not cpu.with_overrides(freeze_early=True).tiny_train_all  # asked-for freezing holds for tiny images
+
+
+def test_the_training_probe_leaves_the_model_as_it_was():
+    model = create_model("efficientnet_lite0", 2)
+    freeze_early_layers(model, "efficientnet_lite0")
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainable = [p.requires_grad for p in model.parameters()]
+    rate = training_images_per_second(model, batch_size=4, channels=3, size=32, device=torch.device("cpu"))
+    assert rate > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # batch-norm statistics too
+    assert [p.requires_grad for p in model.parameters()] == trainable and not model.training
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("epochs, trained_all", [(2, True), (1, False)])
+def test_train_records_the_choice_for_tiny_images_and_resume_keeps_it(tmp_path, monkeypatch, epochs, trained_all):
+    import mediscan.training.freezing as freezing
+
+    monkeypatch.setattr(freezing, "MIN_EPOCHS_TO_TRAIN_ALL", 2)
+    monkeypatch.setenv("MEDISCAN_CACHE", str(tmp_path / "cache"))
+    data = modality_data.tiny_grey_npz(tmp_path / "pneumoniamnist.npz", n=24)
+    run = RunFolder(train(data, recipe="cpu", out=tmp_path / "run", device="cpu", progress=False, workers=1,
+                          epochs=epochs, input_size=32, batch_size=16, time_budget=0))
+    meta = run.read_meta()
+    assert (meta["recipe"]["freeze_early"], meta["recipe"]["freeze_depthwise"]) == (not trained_all,) * 2
+    assert any(r.startswith("every layer trained" if trained_all else "early pretrained layers kept fixed")
+               for r in meta["preprocess_reasons"])
+    assert run.read_recipe()["freeze_early"] is (not trained_all)  # what --resume will train

@@ -28,7 +28,7 @@ from mediscan.run_folder import RunFolder, new_run_folder
 from mediscan.training import distributed
 from mediscan.training.loop import BatchPipeline, Budget, image_source, train_one_epoch
 from mediscan.training.decision_prior import class_bias, draw_shares
-from mediscan.training.freezing import freeze_pretrained
+from mediscan.training.freezing import freeze_pretrained, train_all_for_tiny, training_images_per_second
 from mediscan.training.optim import (
     create_criterion,
     create_optimizer,
@@ -383,11 +383,12 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
         _announce_failures(prepared)
     prepared = _capped_validation(prepared, recipe, progress and dist_info.is_main)
     model = create_model(recipe.model, len(prepared.folder.classes), pretrained=recipe.pretrained)
-    freeze_pretrained(model, recipe)
     model = model.to(torch_device)
     if uses_channels_last(torch_device):
         model = model.to(memory_format=torch.channels_last)
     plan, recipe = _time_plan(recipe, prepared, model, torch_device, started, progress and dist_info.is_main)
+    recipe = _freeze(model, recipe, prepared, plan, torch_device, run, progress,
+                     decide=not (resume or dist_info.enabled))
     result = fit(model, prepared, recipe, device=torch_device, run_dir=run_dir,
                  dist_info=dist_info, progress=progress, resume=resume,
                  compile_model=compile_model, plan=plan)
@@ -395,6 +396,36 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
         _finish(run_dir, model, recipe, prepared, result, torch_device, evaluate, progress)
     distributed.cleanup(dist_info)
     return run_dir
+
+
+def _freeze(model: nn.Module, recipe: Recipe, prepared: Prepared, plan: TimePlan | None, device: torch.device,
+            run: RunFolder, announce: bool, decide: bool) -> Recipe:
+    """Keep the pretrained weights the recipe fixes fixed. With `decide`, a `tiny_train_all` recipe
+    first trains every layer of tiny images when the budget fits enough epochs that way
+    (training.freezing); the choice goes into the run's recipe, for --resume."""
+    found = prepared.characterisation
+    if decide and recipe.tiny_train_all and found is not None and found.kind == "tiny" \
+            and (recipe.freeze_early or recipe.freeze_depthwise):
+        recipe, reason = train_all_for_tiny(recipe, _epochs_training_all(model, recipe, prepared, plan, device))
+        found.reasons.append(reason)
+        run.write_recipe({**run.read_recipe(), "freeze_early": recipe.freeze_early,
+                          "freeze_depthwise": recipe.freeze_depthwise})
+        if announce:
+            console.print(reason)
+    freeze_pretrained(model, recipe)
+    return recipe
+
+
+def _epochs_training_all(model: nn.Module, recipe: Recipe, prepared: Prepared, plan: TimePlan | None,
+                         device: torch.device) -> float:
+    """Epochs the budget fits with every layer trained: the recipe's without a budget, else from a probe."""
+    if plan is None:
+        return float(recipe.epochs)
+    shape = prepared.preprocess
+    rate = training_images_per_second(model, batch_size=recipe.batch_size, channels=shape.channels,
+                                      size=shape.size, device=device)
+    seconds = plan.training_seconds(time.perf_counter())
+    return min(float(recipe.epochs), seconds * rate / len(prepared.indices["train"]))
 
 
 def _tta_within(plan: TimePlan, recipe: Recipe, prepared: Prepared, announce: bool) -> Recipe:
