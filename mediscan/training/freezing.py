@@ -79,6 +79,8 @@ def training_images_per_second(model: nn.Module, *, batch_size: int, channels: i
     started = time.perf_counter()
     for _ in range(PROBE_STEPS):
         probe(images).sum().backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return PROBE_STEPS * batch_size / (time.perf_counter() - started)
 
 

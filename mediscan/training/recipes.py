@@ -35,7 +35,9 @@ class Recipe:
     pretrained: bool = False
     freeze_early: bool = False  # keep the model's early (generic) pretrained layers fixed
     freeze_depthwise: bool = False  # keep pretrained depthwise filters > 3 x 3 fixed (training.freezing)
-    tiny_train_all: bool = False  # tiny images (data.characterise): no pretrained layer kept fixed
+    # tiny images (data.characterise): no pretrained layer kept fixed when the budget fits enough epochs that
+    # way (training.freezing)
+    tiny_train_all: bool = False
     epochs: int = 30
     batch_size: int = 64
     optimizer: str = "adamw"  # adamw | adam | sgd | adadelta
@@ -132,9 +134,9 @@ RECIPES: dict[str, Recipe] = {
             "cpu",
             "for a laptop CPU: EfficientNet-Lite0 with ImageNet weights (offline), stem, first three "
             "stages and 5x5 depthwise filters frozen, fine-tuned at 128 px (tiny images: 96 px, every layer "
-            "trained) with the default preprocessing and augmentation in a 10-minute budget that decides the "
-            "epochs (at most 30); peak "
-            "learning rate 4e-3 (tiny images: 2e-3, and flip TTA when flips keep the classes)",
+            "trained when the budget fits 12 epochs that way) with the default preprocessing and augmentation "
+            "in a 10-minute budget that decides the epochs (at most 30); peak learning rate 4e-3 (tiny images: "
+            "2e-3, and flip TTA when flips keep the classes)",
             model="efficientnet_lite0", pretrained=True, freeze_early=True, freeze_depthwise=True,
             input_size=128, tiny_input_size=96, tiny_train_all=True,
             epochs=30, batch_size=48, lr=4e-3, tiny_lr=2e-3, tiny_tta=True, weight_decay=0.01, time_budget=600.0,
