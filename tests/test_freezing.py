@@ -106,7 +106,8 @@ def test_the_training_probe_leaves_the_model_as_it_was():
 
 
 @pytest.mark.parametrize("epochs, trained_all", [(2, True), (1, False)])
-def test_train_records_the_choice_for_tiny_images_and_resume_keeps_it(tmp_path, monkeypatch, epochs, trained_all):
+def test_train_records_the_choice_for_tiny_images_in_model_json_and_the_runs_recipe(tmp_path, monkeypatch, epochs,
+                                                                                      trained_all):
     import mediscan.training.freezing as freezing
 
     monkeypatch.setattr(freezing, "MIN_EPOCHS_TO_TRAIN_ALL", 2)
