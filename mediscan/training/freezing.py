@@ -76,12 +76,18 @@ def training_images_per_second(model: nn.Module, *, batch_size: int, channels: i
         probe = probe.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     probe(images).sum().backward()
+    _wait_for(device)
     started = time.perf_counter()
     for _ in range(PROBE_STEPS):
         probe(images).sum().backward()
+    _wait_for(device)
+    return PROBE_STEPS * batch_size / (time.perf_counter() - started)
+
+
+def _wait_for(device: torch.device) -> None:
+    """Let a GPU finish its queued work, so that the clock reads only the steps in between."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return PROBE_STEPS * batch_size / (time.perf_counter() - started)
 
 
 def train_all_for_tiny(recipe: Recipe, epochs_affordable: float) -> tuple[Recipe, str]:
