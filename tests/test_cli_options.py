@@ -94,9 +94,10 @@ def test_predict_refuses_bad_abstain_threshold(run, tmp_path, value):
     assert result.exit_code == 2 and "must lie in [0, 1)" in text(result)
 
 
+@pytest.mark.parametrize("option", ["--lesions", "--dropout", "--drop-path"])
 @pytest.mark.parametrize("value", ["1.5", "nan", "-0.1"])
-def test_train_refuses_a_lesion_share_outside_0_1(tmp_path, value):
-    result = invoke("train", tmp_path, "--lesions", value)
+def test_train_refuses_a_share_outside_0_1(tmp_path, option, value):
+    result = invoke("train", tmp_path, option, value)
     assert result.exit_code == 2 and "must be a share between 0 and 1" in text(result)
 
 
@@ -106,7 +107,7 @@ def test_train_refuses_an_unknown_augmentation_and_lists_the_presets(tmp_path):
     assert "mri-contrast" in text(result)
 
 
-def test_augment_option_reaches_the_trainer(tmp_path, monkeypatch):
+def test_augment_and_dropout_options_reach_the_trainer(tmp_path, monkeypatch):
     given = {}
 
     def record(*args, **kwargs):
@@ -114,8 +115,9 @@ def test_augment_option_reaches_the_trainer(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("mediscan.training.trainer.train", record)
-    invoke("train", tmp_path / "data", "--out", tmp_path / "run", "--augment", "mri-contrast")
-    assert given["augment"] == "mri-contrast"
+    invoke("train", tmp_path / "data", "--out", tmp_path / "run", "--augment", "mri-contrast", "--dropout", "0.3",
+           "--drop-path", "0")
+    assert (given["augment"], given["dropout"], given["drop_path"]) == ("mri-contrast", 0.3, 0.0)
 
 
 def test_resume_without_out_is_a_usage_error(tmp_path):

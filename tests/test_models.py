@@ -90,6 +90,27 @@ def test_a_pretrained_lite_starts_at_chance(classes):
     assert logits.abs().max() < 1.0
 
 
+def test_lite_dropout_and_drop_path_act_in_training_only():
+    """Dropout and stochastic depth vary a training pass, not an evaluation pass, and add no weights."""
+    torch.manual_seed(0)
+    model = create_model("efficientnet_lite0", 2, dropout=0.5, drop_path=0.5)
+    plain = create_model("efficientnet_lite0", 2)
+    assert model.state_dict().keys() == plain.state_dict().keys()
+    model.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert not torch.allclose(model.train()(x), model(x))
+        model.load_state_dict(plain.state_dict())  # the training passes moved the batch-norm statistics
+        assert torch.allclose(model.eval()(x), plain.eval()(x), atol=1e-5)
+
+
+def test_models_without_dropout_ignore_it():
+    """The cpu recipe's dropout reaches EfficientNet-Lite only; a ResNet-18 under it builds as always."""
+    torch.manual_seed(0)
+    model = create_model("resnet18", 2, dropout=0.2, drop_path=0.1)
+    assert not any(isinstance(m, nn.Dropout) for m in model.modules())
+
+
 @pytest.mark.parametrize("variant", [0, 1, 2])
 def test_lite_features_equal_the_reference_implementation(variant):
     """Mapped into timm, the package's ImageNet weights give the reference network's features."""

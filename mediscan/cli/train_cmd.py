@@ -81,6 +81,9 @@ def _print_headline(summary: dict) -> None:
 
 EMA_HELP = ("Validate and ship a moving average of the weights with this decay per step, e.g. 0.995 "
             "(0: off).")
+DROPOUT_HELP = "Dropout before the classifier, a share in [0, 1] (EfficientNet-Lite; the cpu recipe: 0.2)."
+DROP_PATH_HELP = ("Stochastic depth: the deepest block's chance of being skipped in a training step (EfficientNet-"
+                  "Lite; the cpu recipe: 0.1).")
 PROGRESSIVE_HELP = ("Progressive resizing START_PX,UNTIL: train smaller inputs first, growing to full size at "
                     "that share of training, e.g. 96,0.7 (off: full size throughout).")
 FLIP_HELP = "Flips in augmentation and TTA (default: off when a mirror turns one class into another)."
@@ -127,6 +130,8 @@ def train(
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (h-flip)."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help=FLIP_HELP),
     ema: Optional[float] = typer.Option(None, help=EMA_HELP),
+    dropout: Optional[float] = typer.Option(None, callback=check_share, help=DROPOUT_HELP),
+    drop_path: Optional[float] = typer.Option(None, callback=check_share, help=DROP_PATH_HELP),
     progressive: Optional[str] = typer.Option(None, callback=parse_progressive, help=PROGRESSIVE_HELP),
     lesions: Optional[float] = typer.Option(None, callback=check_share, help=LESIONS_HELP),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 or mps (default: best available)."),
@@ -147,10 +152,13 @@ def train(
             input_size=input_size, pretrained=pretrained, seed=seed, patience=patience, keep=keep,
             time_budget=parse_duration(time_budget), augment=augment, balance=balance, prior=prior, tta=tta,
             flip=flip, ema=ema, crop_foreground=crop, channels=channels, ordinal=ordinal, lesions=lesions,
-            progressive=progressive, mirror_channel=mirror_channel)
+            progressive=progressive, mirror_channel=mirror_channel, dropout=dropout, drop_path=drop_path)
     if is_main_process():
-        summary = _headline(run_dir)
-        emit_json(summary) if json_out else _print_headline(summary)
+        _show_headline(_headline(run_dir), json_out)
+
+
+def _show_headline(summary: dict, json_out: bool) -> None:
+    emit_json(summary) if json_out else _print_headline(summary)
 
 
 def _run_folder(out: Path | None, resume: bool) -> Path:

@@ -33,6 +33,7 @@ class ModelConfig:
     description: str = ""
     pretrained_source: str = ""
     fixed_input_size: bool = False  # Flatten + Dense: the network only takes `input_size` pixels
+    takes_dropout: bool = False  # the builder takes drop_rate (before the head) and drop_path_rate (timm's)
     family: str = "mediscan"
     extra: dict = field(default_factory=dict)
 
@@ -101,13 +102,17 @@ def model_config(name: str) -> ModelConfig:
     return _timm_config(name)
 
 
-def create_model(name: str, num_classes: int, *, pretrained: bool = False) -> nn.Module:
-    """Build a network by name with a fresh `num_classes`-way head."""
+def create_model(name: str, num_classes: int, *, pretrained: bool = False, dropout: float = 0.0,
+                 drop_path: float = 0.0) -> nn.Module:
+    """Build a network by name with a fresh `num_classes`-way head; `dropout` before the head and `drop_path`
+    (stochastic depth: the deepest block's chance of being skipped) where the model takes them
+    (`ModelConfig.takes_dropout`), and none elsewhere."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    config = model_config(name)
     if name in _BUILDERS:
-        return _BUILDERS[name](num_classes, pretrained=pretrained)
-    model_config(name)
+        options = {"drop_rate": dropout, "drop_path_rate": drop_path} if config.takes_dropout else {}
+        return _BUILDERS[name](num_classes, pretrained=pretrained, **options)
     return build_timm(name.removeprefix(TIMM_PREFIX), num_classes, pretrained=pretrained)
 
 

