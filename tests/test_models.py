@@ -108,7 +108,11 @@ def test_models_without_dropout_ignore_it():
     """The cpu recipe's dropout reaches EfficientNet-Lite only; a ResNet-18 under it builds as always."""
     torch.manual_seed(0)
     model = create_model("resnet18", 2, dropout=0.2, drop_path=0.1)
+    torch.manual_seed(0)
+    plain = create_model("resnet18", 2)
     assert not any(isinstance(m, nn.Dropout) for m in model.modules())
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
+    assert str(model) == str(plain)
 
 
 @pytest.mark.parametrize("variant", [0, 1, 2])
